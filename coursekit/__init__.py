@@ -1,0 +1,15 @@
+"""coursekit: the small support package of the course "Attention, hands on".
+
+One module per idea:
+
+- ``coursekit.config``    fast mode, the data folder, seeds and the device
+- ``coursekit.data``      datasets and loaders (MNIST, Fashion-MNIST, CIFAR-10/100)
+- ``coursekit.models``    the CNN, ViT, DeepViT and hybrid models of the course
+- ``coursekit.train``     ``fit`` and ``evaluate``
+- ``coursekit.bench``     parameter counts, inference time, markdown tables
+- ``coursekit.attention`` attention written from the formula
+- ``coursekit.viz``       attention maps, rollout and the attention explorer
+- ``coursekit.grade``     the homework grader
+"""
+
+__version__ = "0.1.0"

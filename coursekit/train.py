@@ -1,0 +1,134 @@
+"""The course's training loop, written out so that a learner can read every step.
+
+``fit`` trains with AdamW and a one-cycle learning-rate schedule, keeps the weights of the epoch
+with the best validation accuracy, and stops cleanly on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .config import get_device
+
+
+@dataclass
+class History:
+    """What ``fit`` measured, one entry per finished epoch. Accuracies are fractions in [0, 1]."""
+
+    train_loss: list = field(default_factory=list)  # mean training loss of the epoch
+    val_loss: list = field(default_factory=list)  # validation loss after the epoch
+    val_acc: list = field(default_factory=list)  # validation accuracy after the epoch
+    epoch_time: list = field(default_factory=list)  # seconds of training + validation
+    best_val_acc: float = float("nan")  # the best of val_acc (the model holds those weights)
+    best_epoch: int = -1  # index of that epoch, counted from 0
+    interrupted: bool = False  # True when Ctrl-C stopped training early
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device="auto") -> dict:
+    """``{"loss": mean cross-entropy, "acc": accuracy in [0, 1]}`` of ``model`` on ``loader``."""
+    device = get_device(device)
+    was_training = model.training
+    model.eval().to(device)
+    total_loss, correct, count = 0.0, 0, 0
+    for images, labels in loader:
+        images, labels = images.to(device), labels.to(device)
+        logits = model(images)
+        total_loss += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+        correct += (logits.argmax(1) == labels).sum().item()
+        count += len(labels)
+    model.train(was_training)
+    if count == 0:
+        raise ValueError("evaluate() got an empty loader: there is nothing to measure")
+    return {"loss": total_loss / count, "acc": correct / count}
+
+
+def save_atomically(obj, path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def fit(model: nn.Module, train_loader, val_loader=None, epochs: int = 5, lr: float = 1e-3,
+        device="auto", seed: int = 0, weight_decay: float = 0.05, label_smoothing: float = 0.0,
+        max_steps: int | None = None, checkpoint=None, progress: bool = True) -> History:
+    """Train ``model`` with AdamW and a one-cycle schedule; return its :class:`History`.
+
+    Batches are ``images [B, C, H, W]``, ``labels [B]``. After each epoch the model is scored on
+    ``val_loader``; at the end it holds the weights of its best validation epoch. ``seed`` makes a
+    CPU run repeat exactly. ``max_steps`` caps the batches per epoch (fast mode). ``checkpoint``:
+    a file written atomically after every epoch with the best weights and the history.
+    Ctrl-C stops training and returns what was learned so far (``history.interrupted``).
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs={epochs} must be at least 1")
+    device = get_device(device)
+    torch.manual_seed(seed)
+    model.to(device)
+    steps = len(train_loader) if max_steps is None else min(max_steps, len(train_loader))
+    if steps == 0:
+        raise ValueError("the training loader is empty: nothing to train on")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps,
+                                                   pct_start=0.15)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    history, best_state = History(), None
+    bar = tqdm(total=epochs * steps, desc="training", unit="batch", disable=not progress)
+    try:
+        for epoch in range(epochs):
+            start, running = time.perf_counter(), 0.0
+            model.train()
+            for step, (images, labels) in enumerate(train_loader):
+                if step == steps:
+                    break
+                images, labels = images.to(device), labels.to(device)
+                loss = loss_fn(model(images), labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                running += loss.item()
+                bar.update()
+                bar.set_postfix(epoch=epoch + 1, loss=f"{running / (step + 1):.3f}")
+            history.train_loss.append(running / steps)
+            if val_loader is not None:
+                scores = evaluate(model, val_loader, device)
+                history.val_loss.append(scores["loss"])
+                history.val_acc.append(scores["acc"])
+                if not scores["acc"] <= history.best_val_acc:  # also true while best is nan
+                    history.best_val_acc, history.best_epoch = scores["acc"], epoch
+                    best_state = copy.deepcopy(model.state_dict())
+                bar.set_postfix(epoch=epoch + 1, val_acc=f"{scores['acc']:.4f}")
+            history.epoch_time.append(time.perf_counter() - start)
+            if checkpoint is not None:
+                save_atomically({"model": best_state or model.state_dict(),
+                                 "history": history.as_dict()}, checkpoint)
+    except KeyboardInterrupt:
+        history.interrupted = True
+        print(f"Interrupted after {len(history.train_loss)} finished epoch(s); "
+              "keeping what was learned so far.")
+    finally:
+        bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return history
