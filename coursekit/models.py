@@ -52,7 +52,7 @@ class Hybrid(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, image_size: int, stem_channels: int = 32,
                  patch_size: int = 2, dim: int = 128, depth: int = 8, heads: int = 4,
-                 dim_head: int = 32, mlp_dim: int = 384, dropout: float = 0.1, emb_dropout: float = 0.1):
+                 mlp_dim: int = 384, dropout: float = 0.1, emb_dropout: float = 0.1, **vit_kwargs):
         super().__init__()
         if image_size % 2:
             raise ValueError(f"image_size={image_size} must be even: the stem halves it")
@@ -63,42 +63,48 @@ class Hybrid(nn.Module):
             nn.BatchNorm2d(stem_channels), nn.ReLU(),
             nn.MaxPool2d(2),
         )
-        self.vit = make_vit(ViT, image_size=image_size // 2, patch_size=patch_size,
-                            num_classes=num_classes, dim=dim, depth=depth, heads=heads,
-                            dim_head=dim_head, mlp_dim=mlp_dim, channels=stem_channels,
-                            dropout=dropout, emb_dropout=emb_dropout)
+        try:
+            self.vit = make_vit(ViT, image_size=image_size // 2, patch_size=patch_size,
+                                num_classes=num_classes, dim=dim, depth=depth, heads=heads,
+                                mlp_dim=mlp_dim, channels=stem_channels, dropout=dropout,
+                                emb_dropout=emb_dropout, **vit_kwargs)
+        except ValueError as error:
+            raise ValueError(f"the hybrid's stem halves {image_size}x{image_size} images to a "
+                             f"{image_size // 2}x{image_size // 2} feature map: {error}") from None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.vit(self.stem(x))
 
 
-def check_vit_config(image_size: int, patch_size: int, dim: int, heads: int, dim_head: int) -> int:
+def check_vit_config(image_size: int, patch_size: int, dim: int, heads: int) -> int:
     """Raise ``ValueError`` with a fix for an impossible ViT setting; return the number of patches."""
     if image_size <= 0 or patch_size <= 0:
         raise ValueError(f"image_size={image_size} and patch_size={patch_size} must be positive")
     if image_size % patch_size:
-        divisors = [p for p in range(1, image_size + 1) if image_size % p == 0 and p < image_size]
+        divisors = [p for p in range(2, image_size) if image_size % p == 0]
         raise ValueError(f"patch_size={patch_size} does not divide image_size={image_size}; "
-                         f"try one of {divisors[1:] or divisors}")
-    for name, value in (("dim", dim), ("heads", heads), ("dim_head", dim_head)):
-        if value <= 0:
-            raise ValueError(f"{name}={value} must be positive")
+                         f"try one of {divisors or [1]}")
+    if dim <= 0 or heads <= 0 or dim % heads:
+        good = [h for h in range(1, max(dim, 1) + 1) if dim % h == 0 and h <= 16]
+        raise ValueError(f"heads={heads} must divide dim={dim} (each head gets dim // heads "
+                         f"features); try heads in {good}")
     return (image_size // patch_size) ** 2
 
 
-def make_vit(cls, *, image_size: int, patch_size: int, dim: int, heads: int, dim_head: int = 64, **kwargs):
+def make_vit(cls, *, image_size: int, patch_size: int, dim: int, heads: int, **kwargs):
     """Build a vit-pytorch ``ViT`` or ``DeepViT`` after checking its settings with clear errors.
 
-    ``image_size`` is the side length in pixels (28 for MNIST), not the pixel count.
+    ``image_size`` is the side length in pixels (28 for MNIST), not the pixel count. Each head
+    works on ``dim // heads`` features unless ``dim_head`` is given.
     """
-    check_vit_config(image_size, patch_size, dim, heads, dim_head)
-    return cls(image_size=image_size, patch_size=patch_size, dim=dim, heads=heads,
-               dim_head=dim_head, **kwargs)
+    check_vit_config(image_size, patch_size, dim, heads)
+    kwargs.setdefault("dim_head", dim // heads)
+    return cls(image_size=image_size, patch_size=patch_size, dim=dim, heads=heads, **kwargs)
 
 
 # The course's defaults. Every model has at most the parameters of the reference table's model of
 # the same kind and dataset (tests/test_models.py checks it) and at least 16 patches.
-TRANSFORMER = dict(dim=128, depth=8, heads=4, dim_head=32, mlp_dim=384, dropout=0.1, emb_dropout=0.1)
+TRANSFORMER = dict(dim=128, depth=8, heads=4, mlp_dim=384, dropout=0.1, emb_dropout=0.1)
 DEFAULTS = {
     "vit": TRANSFORMER,
     "deepvit": TRANSFORMER,

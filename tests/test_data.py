@@ -1,0 +1,138 @@
+import urllib.error
+
+import pytest
+import torch
+from torch.utils.data import RandomSampler, SequentialSampler
+
+from coursekit import config
+from coursekit.data import (DATASETS, StandInDataset, balanced_indices, dataset_info,
+                            default_transform, get_dataset, get_loaders, uses_stand_in)
+
+
+def test_unknown_dataset_lists_known_names():
+    with pytest.raises(ValueError, match="known datasets: mnist, fashion_mnist, cifar10, cifar100"):
+        get_dataset("svhn")
+
+
+def test_data_root_order(monkeypatch, tmp_path):
+    monkeypatch.setenv("COURSEKIT_DATA", str(tmp_path / "env"))
+    assert config.data_root(tmp_path / "arg") == tmp_path / "arg"
+    assert config.data_root() == tmp_path / "env"
+    monkeypatch.delenv("COURSEKIT_DATA")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert config.data_root() == tmp_path / "cache" / "coursekit" / "data"
+
+
+def test_fast_mode_is_read_from_the_environment(monkeypatch):
+    monkeypatch.setenv("COURSEKIT_FAST", "1")
+    assert config.is_fast() and config.fast_or(10, 1) == 1
+    monkeypatch.setenv("COURSEKIT_FAST", "0")
+    assert not config.is_fast() and config.fast_or(10, 1) == 10
+
+
+def test_missing_files_give_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError) as info:
+        get_dataset("mnist", root=tmp_path, download=False)
+    message = str(info.value)
+    assert str(tmp_path) in message
+    assert "MNIST/raw/train-images-idx3-ubyte" in message
+    assert "COURSEKIT_DATA" in message
+    assert info.value.__suppress_context__  # no chained traceback from torchvision
+
+
+def test_failed_download_gives_the_same_clear_error(tmp_path, monkeypatch):
+    def offline(self, *args, **kwargs):
+        raise urllib.error.URLError("no network")
+    monkeypatch.setattr(DATASETS["fashion_mnist"].cls, "download", offline)
+    with pytest.raises(FileNotFoundError, match="FashionMNIST/raw/t10k-labels-idx1-ubyte"):
+        get_dataset("fashion_mnist", root=tmp_path, download=True)
+
+
+def test_generated_files_load_through_torchvision(fake_root):
+    ds = get_dataset("mnist", root=fake_root, download=False)
+    image, label = ds[0]
+    assert image.shape == (1, 28, 28) and image.dtype == torch.float32
+    assert 0 <= label < 10 and len(ds) == 600
+    assert len(get_dataset("fashion_mnist", train=False, root=fake_root, download=False)) == 200
+
+
+def test_loaders_hold_validation_out_of_training(fake_root):
+    train, val, test = get_loaders("mnist", batch_size=32, val_fraction=0.2, root=fake_root)
+    train_idx, val_idx = set(train.dataset.indices), set(val.dataset.indices)
+    assert len(train_idx) == 480 and len(val_idx) == 120 and not train_idx & val_idx
+    assert len(test.dataset) == 200
+    assert isinstance(train.sampler, RandomSampler)  # shuffling is always on for training
+    assert isinstance(val.sampler, SequentialSampler) and isinstance(test.sampler, SequentialSampler)
+    images, labels = next(iter(train))
+    assert images.shape == (32, 1, 28, 28) and labels.shape == (32,)
+
+
+def test_subset_is_balanced_and_reproducible(fake_root):
+    train, val, test = get_loaders("mnist", subset=200, seed=3, root=fake_root)
+    targets = torch.as_tensor(train.dataset.dataset.targets)
+    idx = train.dataset.indices + val.dataset.indices
+    assert len(idx) == 200 and len(set(idx)) == 200
+    assert torch.bincount(targets[idx], minlength=10).tolist() == [20] * 10
+    assert torch.bincount(targets[val.dataset.indices], minlength=10).tolist() == [2] * 10
+    assert len(test.dataset) == 200
+    again, _, _ = get_loaders("mnist", subset=200, seed=3, root=fake_root)
+    other, _, _ = get_loaders("mnist", subset=200, seed=4, root=fake_root)
+    assert again.dataset.indices == train.dataset.indices
+    assert other.dataset.indices != train.dataset.indices
+
+
+def test_balanced_indices_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="subset=0"):
+        balanced_indices(torch.arange(10) % 2, 0)
+    with pytest.raises(ValueError, match="dataset size 10"):
+        balanced_indices(torch.arange(10) % 2, 11)
+    with pytest.raises(ValueError, match="val_fraction"):
+        get_loaders("mnist", val_fraction=1.0)
+
+
+def test_augmentation_only_for_training():
+    names = lambda t: [type(s).__name__ for s in t.transforms]  # noqa: E731
+    assert names(default_transform("cifar10", train=True, augment=True)) == [
+        "RandomCrop", "RandomHorizontalFlip", "ToTensor", "Normalize"]
+    assert "RandomHorizontalFlip" not in names(default_transform("mnist", train=True, augment=True))
+    assert names(default_transform("cifar10", train=False, augment=True)) == ["ToTensor", "Normalize"]
+
+
+def test_normalization_uses_each_datasets_own_statistics():
+    assert dataset_info("mnist").mean != dataset_info("cifar10").mean
+    for name, info in DATASETS.items():
+        assert len(info.mean) == len(info.std) == info.channels, name
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+def test_statistics_match_the_real_training_images(real_root, name):
+    ds = get_dataset(name, root=real_root, download=False)
+    pixels = ds.data.float() / 255
+    info = dataset_info(name)
+    assert pixels.mean().item() == pytest.approx(info.mean[0], abs=1e-3)
+    assert pixels.std().item() == pytest.approx(info.std[0], abs=1e-3)
+    normalized = torch.stack([ds[i][0] for i in range(2000)])
+    assert abs(normalized.mean().item()) < 0.05 and abs(normalized.std().item() - 1) < 0.05
+
+
+def test_missing_cifar_outside_fast_mode_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSEKIT_FAST", "0")
+    with pytest.raises(FileNotFoundError, match="cifar-10-batches-py/data_batch_1"):
+        get_dataset("cifar10", root=tmp_path, download=False)
+
+
+def test_missing_cifar_in_fast_mode_is_a_marked_stand_in(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSEKIT_FAST", "1")
+    with pytest.warns(UserWarning, match="GENERATED STAND-IN"):
+        ds = get_dataset("cifar100", root=tmp_path, download=False)
+    assert isinstance(ds, StandInDataset)
+    image, label = ds[0]
+    assert image.shape == (3, 32, 32) and 0 <= label < 100
+    with pytest.warns(UserWarning):
+        train, _, _ = get_loaders("cifar100", subset=300, root=tmp_path, download=False)
+    assert uses_stand_in(train)
+
+
+def test_real_mnist_is_not_a_stand_in(fake_root):
+    train, _, _ = get_loaders("mnist", root=fake_root)
+    assert not uses_stand_in(train)

@@ -1,0 +1,79 @@
+import pytest
+import torch
+from vit_pytorch import ViT
+from vit_pytorch.deepvit import DeepViT
+
+from coursekit.bench import count_parameters
+from coursekit.models import CNN, KINDS, Hybrid, build_model
+
+# The course's reference table (shared/seeds): parameters of each model the course must not exceed.
+REFERENCE_PARAMETERS = {
+    ("cnn", "mnist"): 1_199_882, ("cnn", "cifar10"): 1_626_442, ("cnn", "cifar100"): 1_638_052,
+    ("vit", "mnist"): 1_614_866, ("vit", "cifar10"): 1_812_106, ("vit", "cifar100"): 1_823_716,
+    ("deepvit", "mnist"): 1_615_010, ("deepvit", "cifar10"): 1_812_250,
+    ("deepvit", "cifar100"): 1_823_860,
+    ("hybrid", "mnist"): 1_591_652, ("hybrid", "cifar10"): 1_727_012,
+    ("hybrid", "cifar100"): 1_727_012,
+}
+SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
+
+
+@pytest.mark.parametrize("dataset, expected", [("mnist", 1_199_882), ("cifar10", 1_626_442),
+                                               ("cifar100", 1_638_052)])
+def test_cnn_matches_the_reference_parameter_counts(dataset, expected):
+    assert count_parameters(build_model("cnn", dataset)) == expected
+
+
+def test_cnn_defaults_are_mnist():
+    assert count_parameters(CNN()) == 1_199_882
+    assert CNN()(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("kind, dataset", sorted(REFERENCE_PARAMETERS))
+def test_defaults_are_parameter_matched_and_run(kind, dataset):
+    torch.manual_seed(0)
+    model = build_model(kind, dataset).eval()
+    n = count_parameters(model)
+    assert 1_000_000 <= n <= REFERENCE_PARAMETERS[kind, dataset]
+    classes = 100 if dataset == "cifar100" else 10
+    logits = model(torch.randn(3, *SHAPES[dataset]))
+    assert logits.shape == (3, classes) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("kind, cls", [("vit", ViT), ("deepvit", DeepViT), ("hybrid", Hybrid)])
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
+def test_transformers_use_the_side_length_and_at_least_16_patches(kind, cls, dataset):
+    model = build_model(kind, dataset)
+    assert isinstance(model, cls)
+    vit = model.vit if kind == "hybrid" else model
+    side = SHAPES[dataset][-1] // (2 if kind == "hybrid" else 1)
+    patches = (side // (2 if kind == "hybrid" else 4)) ** 2  # the default patch sizes
+    # image_size is the side length: one position embedding per patch plus the class token
+    assert vit.pos_embedding.shape[-2] == patches + 1
+    assert patches >= 16
+
+
+def test_overrides_change_the_model():
+    small = build_model("vit", "mnist", dim=64, depth=2, heads=4, mlp_dim=128, patch_size=7)
+    assert small.pos_embedding.shape == (17, 64)
+    assert count_parameters(small) < count_parameters(build_model("vit", "mnist"))
+
+
+def test_impossible_settings_raise_with_a_fix():
+    with pytest.raises(ValueError, match=r"patch_size=5 does not divide image_size=28; try one of \[2, 4, 7, 14\]"):
+        build_model("vit", "mnist", patch_size=5)
+    with pytest.raises(ValueError, match=r"heads=3 must divide dim=128.*try heads in"):
+        build_model("deepvit", "cifar10", heads=3)
+    with pytest.raises(ValueError, match="16x16 feature map: patch_size=3 does not divide"):
+        build_model("hybrid", "cifar10", patch_size=3)
+    with pytest.raises(ValueError, match="must be even"):
+        CNN(image_size=27)
+    with pytest.raises(ValueError, match="no settings to override"):
+        build_model("cnn", "mnist", depth=3)
+
+
+def test_unknown_kind_and_dataset_list_the_known_ones():
+    with pytest.raises(ValueError, match="known kinds: " + ", ".join(KINDS)):
+        build_model("resnet", "mnist")
+    with pytest.raises(ValueError, match="known datasets"):
+        build_model("vit", "imagenet")
