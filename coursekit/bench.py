@@ -49,6 +49,11 @@ def environment() -> str:
         device = torch.cuda.get_device_name()
     else:
         device = platform.processor() or platform.machine()
+        try:  # Linux names the CPU model in /proc/cpuinfo
+            with open("/proc/cpuinfo") as f:
+                device = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+        except (OSError, StopIteration):
+            pass
     return (f"torch {torch.__version__}, {device}, {torch.get_num_threads()} CPU threads, "
             f"Python {platform.python_version()}")
 
