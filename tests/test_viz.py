@@ -1,0 +1,163 @@
+"""Tests for coursekit.viz: attention maps against a hand-written forward pass, rollout, explorer."""
+
+import time
+
+import pytest
+import torch
+from einops import repeat
+from matplotlib.figure import Figure
+from torch.nn.modules import module as torch_module
+
+from coursekit import viz
+from coursekit.models import build_model
+
+SMALL = dict(dim=32, depth=2, heads=4, dim_head=8, mlp_dim=64)
+
+
+def small(kind, **overrides):
+    torch.manual_seed(0)
+    return build_model(kind, "mnist", **{**SMALL, **overrides})
+
+
+@pytest.fixture
+def images():
+    return torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+
+
+def no_hooks(model):
+    hook_dicts = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    local = all(not getattr(m, d) for m in model.modules() for d in hook_dicts)
+    return local and not torch_module._global_forward_hooks and not torch_module._global_forward_pre_hooks
+
+
+def first_layer_by_hand(net, x):
+    """Layer 1's attention weights written out from the vit-pytorch weights: [B, heads, T, T]."""
+    tokens = net.to_patch_embedding(x)
+    cls = net.cls_token.reshape(1, 1, -1).expand(len(x), 1, -1)
+    tokens = torch.cat([cls, tokens], dim=1) + net.pos_embedding.reshape(1, -1, tokens.shape[-1])
+    attn = net.transformer.layers[0][0]
+    q, k, v = attn.to_qkv(attn.norm(tokens)).chunk(3, dim=-1)
+    q, k = (t.unflatten(-1, (attn.heads, -1)).transpose(1, 2) for t in (q, k))
+    weights = torch.softmax(q @ k.transpose(-1, -2) * attn.scale, dim=-1)  # [B, h, T, T]
+    if hasattr(attn, "reattn_weights"):  # DeepViT: mix the heads, then norm over heads
+        weights = torch.einsum("bhij,hg->bgij", weights, attn.reattn_weights)
+        weights = attn.reattn_norm(weights)
+    return weights
+
+
+@pytest.mark.parametrize("kind", ["vit", "deepvit", "hybrid"])
+def test_shapes_and_first_layer_match_a_hand_written_forward(kind, images):
+    model = small(kind).eval()
+    maps = viz.attention_maps(model, images)
+    assert maps.shape == (3, 2, 4, 50, 50)  # 49 patches + CLS (hybrid: 14x14 map, 2x2 patches)
+    with torch.no_grad():
+        x = model.stem(images) if kind == "hybrid" else images
+        expected = first_layer_by_hand(model.vit if kind == "hybrid" else model, x)
+    torch.testing.assert_close(maps[:, 0], expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["vit", "hybrid"])
+def test_rows_are_softmax_weights(kind, images):
+    maps = viz.attention_maps(small(kind), images)
+    assert (maps >= 0).all()
+    torch.testing.assert_close(maps.sum(-1), torch.ones(maps.shape[:-1]))
+
+
+def test_deepvit_records_reattention_not_softmax(images):
+    maps = viz.attention_maps(small("deepvit"), images)
+    # re-attention is normalized across heads, so its rows are not softmax rows
+    assert not torch.allclose(maps.sum(-1), torch.ones(maps.shape[:-1]))
+
+
+def test_different_images_give_different_maps(images):
+    maps = viz.attention_maps(small("vit"), images)
+    assert not torch.allclose(maps[0], maps[1])
+
+
+@pytest.mark.parametrize("kind", ["vit", "deepvit", "hybrid"])
+def test_model_unchanged_and_no_hooks_left(kind, images):
+    model = small(kind).train()
+    (model.stem if kind == "hybrid" else model.transformer.layers[0][0]).eval()  # mixed flags
+    flags = {name: m.training for name, m in model.named_modules()}
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    viz.attention_maps(model, images)
+    assert no_hooks(model)
+    assert flags == {name: m.training for name, m in model.named_modules()}
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_hooks_removed_when_the_forward_pass_fails():
+    model = small("vit").train()
+    with pytest.raises(Exception):
+        viz.attention_maps(model, torch.randn(2, 3, 28, 28))  # 3 channels: the model wants 1
+    assert no_hooks(model) and model.training
+
+
+def test_bad_input_gives_clear_errors():
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+        viz.attention_maps(small("vit"), torch.randn(1, 28, 28))
+    with pytest.raises(ValueError, match="no vit-pytorch attention"):
+        viz.attention_maps(build_model("cnn", "mnist"), torch.randn(1, 1, 28, 28))
+    with pytest.raises(ValueError, match="layers, heads"):
+        viz.attention_rollout(torch.rand(2, 3, 5, 5))
+
+
+def test_rollout_rows_sum_to_one(images):
+    rollout = viz.attention_rollout(viz.attention_maps(small("vit"), images))
+    assert rollout.shape == (3, 50, 50)
+    torch.testing.assert_close(rollout.sum(-1), torch.ones(3, 50))
+
+
+def test_rollout_matches_a_hand_computed_case():
+    # 1 image, 2 layers, 2 heads, 2 tokens. Layer 1's heads average to [[1, 0], [.5, .5]];
+    # + I and renormalized: [[1, 0], [.25, .75]]. Layer 2: [[0, 1], [1, 0]] -> [[.5, .5], [.5, .5]].
+    layer1 = torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]]])
+    layer2 = torch.tensor([[[0.0, 1.0], [1.0, 0.0]], [[0.0, 1.0], [1.0, 0.0]]])
+    maps = torch.stack([layer1, layer2])[None]  # [1, 2, 2, 2, 2]
+    expected = torch.tensor([[0.5, 0.5], [0.5, 0.5]]) @ torch.tensor([[1.0, 0.0], [0.25, 0.75]])
+    torch.testing.assert_close(viz.attention_rollout(maps)[0], expected)
+    torch.testing.assert_close(expected, torch.tensor([[0.625, 0.375], [0.625, 0.375]]))
+
+
+def test_cls_map_and_position_similarity():
+    model = small("vit", patch_size=7)
+    sim = viz.position_similarity(model)
+    assert sim.shape == (16, 16)
+    torch.testing.assert_close(sim.diagonal(), torch.ones(16))
+    assert viz.cls_map(torch.rand(2, 17, 17)).shape == (2, 4, 4)
+    with pytest.raises(ValueError, match="square grid"):
+        viz.cls_map(torch.rand(18, 18))
+
+
+def test_plots_return_figures(images):
+    model = small("vit")
+    maps = viz.attention_maps(model, images)
+    grid = viz.plot_attention_grid(maps[0], images[0])
+    titles = [ax.get_title() for ax in grid.axes]
+    assert len(titles) == 8 and "Layer 1, Head 2" in titles and "Layer 2, Head 4" in titles
+    for fig in (grid, viz.plot_cls_attention(viz.attention_rollout(maps), images, list("abc")),
+                viz.plot_position_similarity(model)):
+        assert isinstance(fig, Figure)
+        assert viz.figure_png(fig)[:4] == b"\x89PNG"
+
+
+def test_explorer_redraws_fast_without_a_browser(images):
+    explorer = viz.AttentionExplorer(small("vit"), images, labels=torch.tensor([7, 2, 1]))
+    assert explorer.head.description == "head" and explorer.head.max == 4 and explorer.layer.max == 2
+    times, pictures = [], [explorer.picture.value]
+    for control, value in [(explorer.head, 2), (explorer.head, 3), (explorer.layer, 2),
+                           (explorer.image, 1), (explorer.image, 2)]:
+        start = time.perf_counter()
+        control.value = value  # observers run synchronously, as when a slider moves
+        times.append(time.perf_counter() - start)
+        pictures.append(explorer.picture.value)
+    assert all(a != b for a, b in zip(pictures, pictures[1:])), "every move must change the picture"
+    assert sorted(times)[len(times) // 2] < 0.2, f"redraw times {times} (median must be < 0.2 s)"
+    assert "label 1" in explorer.caption.value
+    explorer.mean.value = True
+    assert explorer.head.disabled and "mean over heads" in explorer.current()[1]
+    explorer.rollout.value = True
+    assert "rollout of layers 1-2" in explorer.current()[1]
+    bundle = explorer._repr_mimebundle_()
+    assert {"image/png", "text/plain", "application/vnd.jupyter.widget-view+json"} <= set(bundle)
+    assert len(explorer.show_static().axes) == 8
