@@ -109,7 +109,8 @@ def fit(model: nn.Module, train_loader, val_loader=None, epochs: int = 5, lr: fl
                 schedule.step()
                 running += loss.item()
                 bar.update()
-                bar.set_postfix(epoch=epoch + 1, loss=f"{running / (step + 1):.3f}")
+                bar.set_postfix(epoch=epoch + 1, loss=f"{running / (step + 1):.3f}",
+                                refresh=False)  # drawn at the bar's own pace, not every batch
             history.train_loss.append(running / steps)
             if val_loader is not None:
                 scores = evaluate(model, val_loader, device)
