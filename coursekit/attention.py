@@ -128,11 +128,12 @@ class MultiHeadAttention(nn.Module):
         return new
 
 
-def sinusoidal_positional_encoding(max_len: int, d_model: int, base: float = 10000.0):
+def sinusoidal_positional_encoding(max_len: int, d_model: int, base: float = 10000.0, dtype=None):
     """Return the fixed encoding of "Attention Is All You Need", a tensor [max_len, d_model].
 
     PE[pos, 2i] = sin(pos / base^(2i / d_model)),  PE[pos, 2i + 1] = cos(pos / base^(2i / d_model))
     for pos = 0 .. max_len - 1. An odd d_model works too: the last column is a sine.
+    Computed in float64, returned as ``dtype`` (default: torch's default dtype).
     """
     if max_len <= 0 or d_model <= 0:
         raise ValueError(f"max_len={max_len} and d_model={d_model} must be positive integers")
@@ -142,4 +143,4 @@ def sinusoidal_positional_encoding(max_len: int, d_model: int, base: float = 100
     pe = torch.zeros(max_len, d_model, dtype=torch.float64)
     pe[:, 0::2] = torch.sin(angles)
     pe[:, 1::2] = torch.cos(angles[:, : d_model // 2])
-    return pe.to(torch.get_default_dtype())
+    return pe.to(dtype or torch.get_default_dtype())

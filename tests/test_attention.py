@@ -199,11 +199,12 @@ def test_sinusoidal_odd_d_model_and_offset_is_a_rotation():
         assert math.isclose(pe[pos, col].item(), expected, abs_tol=1e-6)
     # PE[pos + k] = R_k PE[pos] with the same block-diagonal rotation R_k for every pos
     d, k = 8, 3
-    pe = sinusoidal_positional_encoding(40, d).to(DT)
+    pe = sinusoidal_positional_encoding(40, d, dtype=DT)
+    assert pe.dtype == DT
     w = 1 / 10000 ** (torch.arange(0, d, 2, dtype=DT) / d)
     c, s = torch.cos(w * k), torch.sin(w * k)
     R = torch.block_diag(*[torch.stack([torch.stack([ci, si]), torch.stack([-si, ci])]) for ci, si in zip(c, s)])
-    assert torch.allclose(pe[k:], pe[:-k] @ R.T, atol=1e-6)
+    assert torch.allclose(pe[k:], pe[:-k] @ R.T, atol=1e-12)
 
 
 def test_sinusoidal_errors():
