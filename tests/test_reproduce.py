@@ -1,0 +1,109 @@
+"""Tests for ``python -m coursekit.reproduce`` in fast mode: rows, columns, markers, resuming."""
+
+import csv
+
+import pytest
+
+from coursekit import config, reproduce
+from coursekit.data import dataset_info
+
+GRID = dict(datasets=["mnist", "cifar10"], models=["cnn", "vit"], subset=64, download=False,
+            progress=False)
+
+
+def mnist_available() -> bool:
+    root = config.data_root()
+    return all((root / f).exists() for f in dataset_info("mnist").files)
+
+
+pytestmark = pytest.mark.skipif(not mnist_available(),
+                                reason="MNIST files not found: set COURSEKIT_DATA (tests never download)")
+
+
+@pytest.fixture
+def fast(monkeypatch):
+    monkeypatch.setenv("COURSEKIT_FAST", "1")
+
+
+def counting_fit(monkeypatch, interrupt_on=None):
+    """Replace ``fit`` by one that counts its calls; call number ``interrupt_on`` acts as Ctrl-C."""
+    calls = []
+    real_fit = reproduce.fit
+
+    def fit(*args, **kwargs):
+        calls.append(args[0])
+        history = real_fit(*args, **kwargs)
+        history.interrupted = len(calls) == interrupt_on  # what fit reports after Ctrl-C
+        return history
+
+    monkeypatch.setattr(reproduce, "fit", fit)
+    return calls
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_fast_grid_writes_rows_columns_and_marks_the_stand_in(fast, tmp_path, capsys):
+    with pytest.warns(UserWarning, match="GENERATED STAND-IN"):
+        rows = reproduce.reproduce(out=tmp_path, **GRID)
+    assert {(r["model"], r["dataset"]) for r in rows} == {
+        ("cnn", "mnist"), ("vit", "mnist"), ("cnn", "cifar10"), ("vit", "cifar10")}
+    table = read_csv(tmp_path / "results.csv")
+    assert len(table) == 4 and list(table[0]) == list(reproduce.COLUMNS)
+    for r in table:
+        assert 0 <= float(r["best_val_acc"]) <= 100 and 0 <= float(r["test_acc"]) <= 100
+        assert float(r["ms_per_image"]) > 0 and int(r["parameters"]) > 0 and r["epochs"] == "1"
+        stand_in = r["dataset"] == "cifar10"  # CIFAR is never on these machines
+        assert (r["data"] == "GENERATED STAND-IN, not cifar10") == stand_in
+    markdown = (tmp_path / "results.md").read_text()
+    assert "GENERATED STAND-IN, not cifar10" in markdown and "WARNING" in markdown
+    assert "FAST MODE" in markdown
+    assert "GENERATED STAND-IN, not cifar10" in capsys.readouterr().out
+    assert (tmp_path / "accuracy_vs_time.png").stat().st_size > 0
+
+
+def test_a_finished_pair_is_not_trained_again(fast, tmp_path, monkeypatch):
+    grid = dict(GRID, datasets=["mnist"])
+    first = reproduce.reproduce(out=tmp_path, **grid)
+    calls = counting_fit(monkeypatch)
+    again = reproduce.reproduce(out=tmp_path, **grid)
+    assert calls == [] and again == first
+    # other settings are another experiment: that pair is trained again
+    reproduce.reproduce(out=tmp_path, **dict(grid, models=["cnn"], epochs=2))
+    assert len(calls) == 1
+    assert {r["model"]: r["epochs"] for r in read_csv(tmp_path / "results.csv")} == {"cnn": "2", "vit": "1"}
+
+
+def test_an_interrupted_run_keeps_finished_pairs_and_resumes(fast, tmp_path, monkeypatch):
+    grid = dict(GRID, datasets=["mnist"], models=["vit", "cnn"])
+    calls = counting_fit(monkeypatch, interrupt_on=2)  # Ctrl-C while the second pair trains
+    with pytest.raises(KeyboardInterrupt):
+        reproduce.reproduce(out=tmp_path, **grid)
+    assert len(calls) == 2
+    assert [(r["model"], r["dataset"]) for r in read_csv(tmp_path / "results.csv")] == [("vit", "mnist")]
+    assert not reproduce.pair_path(tmp_path, "cnn", "mnist").exists()
+    assert not list((tmp_path / "pairs").glob(".*.tmp"))  # no half-written files left behind
+
+    calls = counting_fit(monkeypatch)
+    rows = reproduce.reproduce(out=tmp_path, **grid)
+    assert len(calls) == 1 and len(rows) == 2  # only the unfinished pair was trained
+
+
+def test_missing_cifar_outside_fast_mode_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COURSEKIT_FAST", "0")
+    monkeypatch.setenv("COURSEKIT_DATA", str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match="cifar10 files were not found"):
+        reproduce.reproduce(["cifar10"], ["cnn"], tmp_path / "out", download=False, progress=False)
+    code = reproduce.main(["--datasets", "cifar10", "--models", "cnn", "--out", str(tmp_path / "out"),
+                           "--no-download"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cifar10 files were not found" in err and "Traceback" not in err
+
+
+def test_bad_names_raise_before_training(tmp_path):
+    with pytest.raises(ValueError, match="unknown model kind"):
+        reproduce.reproduce(["mnist"], ["transformer"], tmp_path, progress=False)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        reproduce.reproduce(["imagenet"], ["cnn"], tmp_path, progress=False)
