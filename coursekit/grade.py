@@ -1,0 +1,359 @@
+"""The homework grader: run a submission in a fresh kernel, score every task, explain each score.
+
+Usage::
+
+    python -m coursekit.grade SUBMISSION.ipynb [--json REPORT.json] [--timeout 900] [--total 3600]
+    python -m coursekit.grade FOLDER --csv grades.csv        # every .ipynb in FOLDER
+    python -m coursekit.grade --make-student                 # regenerate the student version
+
+How it stays fair:
+
+- The submission runs in a separate kernel process (nbclient) on an in-memory copy; the file is
+  only read. Every cell has a time limit (``--timeout``); a cell over it is interrupted (the
+  kernel is restarted if it does not stop) and the notebook goes on; ``--total`` caps the whole run.
+- Task cells are found by their metadata ``{"coursekit": {"task": ...}}``. A task whose cell
+  raises or times out gets zero; later tasks are still run and graded.
+- Points are never read from the kernel. After each task the grader injects its own snippet that
+  only hands over the raw answer (tensors, numbers, weights) through a file with a random name,
+  read at once and loaded with ``torch.load(weights_only=True)``. The grader's own copy of
+  :mod:`coursekit.homework` scores it here, against inputs chosen here: redefining the checks in
+  the notebook changes nothing. (Limit: the kernel runs as the grader's user; grade untrusted
+  work inside a container.)
+- The reflection is graded by hand: its points are reported as pending, not in the score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+import torch
+from nbclient import NotebookClient
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbclient.util import run_sync
+
+from . import homework as hw
+from .data import DATA_ENV
+
+ROOT = Path(__file__).resolve().parent.parent
+SOLUTION = ROOT / "notebooks" / "solutions" / "04_fashion_mnist_homework.ipynb"
+STUDENT = ROOT / "notebooks" / "04_fashion_mnist_homework.ipynb"
+FALLBACK_CONFIG = dict(patch_size=7, dim=64, depth=4, heads=4, dim_head=16, mlp_dim=128)
+DATA_K = 4  # images per class the data task is asked for
+
+# Runs in the submission's kernel: turn an answer into plain data that torch.load(weights_only) reads.
+_PRELUDE = '''
+def _plain(x, depth=0):
+    import torch, numbers
+    if depth > 4:
+        return "<too deep>"
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().clone()
+    if isinstance(x, (bool, int, float, str)) or x is None:
+        return x
+    if isinstance(x, numbers.Real):
+        return float(x)
+    if isinstance(x, dict):
+        return {str(k): _plain(v, depth + 1) for k, v in list(x.items())[:100]}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v, depth + 1) for v in list(x)[:100]]
+    if hasattr(x, "__array__"):
+        return torch.as_tensor(x.__array__())
+    return f"<{type(x).__name__}>"
+
+def _answer(name, call=None):
+    g = globals()
+    if name not in g:
+        return f"NameError: {name} is not defined"
+    try:
+        return _plain(call(g[name]) if call else g[name])
+    except BaseException as e:
+        return f"{type(e).__name__}: {e}"
+'''
+# What each task hands over. `_inputs` is what the grader sent; `_out` is written to the file.
+_COLLECT = {
+    "data": '''
+from coursekit.data import get_dataset
+_out = {"indices": _answer("examples_per_class",
+                           lambda f: f(get_dataset("fashion_mnist", train=False), _inputs["k"]))}''',
+    "patchify": '''
+_out = {"outputs": [_answer("patchify", lambda f: f(x.clone(), p)) for x, p in _inputs["cases"]]}''',
+    "config": '''
+_out = {"config": _answer("vit_config"), "n_patches": _answer("n_patches")}''',
+    "training": '''
+_out = {"vit": _answer("vit", lambda m: m.state_dict()), "cnn": _answer("cnn", lambda m: m.state_dict())}''',
+    "comparison": '''
+_out = {"rows": _answer("results")}''',
+    "attention": '''
+_out = {"index": _answer("miss_index"), "attention": _answer("miss_attention")}''',
+}
+
+
+def collector_source(task: str, inputs_path: str, out_path: str) -> str:
+    """The snippet injected after a task: load the grader's inputs, save the raw answer, leave no trace."""
+    body = _PRELUDE + _COLLECT[task] + f'''
+import torch
+torch.save(_out, {out_path!r})'''
+    name = f"_grader_{secrets.token_hex(4)}"
+    indented = "\n".join("    " + line for line in body.splitlines())
+    return (f"def {name}():\n    import torch\n    _inputs = torch.load({inputs_path!r}, weights_only=True)\n"
+            f"{indented}\n{name}()\ndel {name}")
+
+
+class GradeError(Exception):
+    """The grader itself could not run (missing or unreadable file)."""
+
+
+def read_notebook(path) -> nbformat.NotebookNode:
+    path = Path(path)
+    if not path.is_file():
+        raise GradeError(f"{path}: no such file")
+    try:
+        return nbformat.reads(path.read_bytes().decode("utf-8"), as_version=4)
+    except Exception as error:
+        raise GradeError(f"{path}: not a readable notebook ({type(error).__name__}: {error})") from None
+
+
+def _task(cell) -> str | None:
+    meta = cell.get("metadata", {}).get("coursekit", {})
+    return meta.get("task") if isinstance(meta, dict) else None
+
+
+def _error_of(cell) -> str | None:
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "error":
+            return f"{out.get('ename')}: {str(out.get('evalue'))[:200]}"
+    return None
+
+
+class _Runner:
+    """Executes cells one by one in one kernel, with per-cell and total limits."""
+
+    def __init__(self, nb, timeout: float, total: float, workdir: str):
+        self.client = NotebookClient(nb, timeout=int(timeout), kernel_name="python3", allow_errors=True,
+                                     interrupt_on_timeout=False, record_timing=False,
+                                     resources={"metadata": {"path": workdir}})
+        self.timeout, self.deadline = timeout, time.monotonic() + total
+        self.replay: list = []  # context cells, run again after a kernel restart
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def run(self, cell, limit: float | None = None) -> str | None:
+        """Run one cell: None if fine, else why not ("timeout", or the error)."""
+        limit = min(limit or self.timeout, self.left())
+        if limit <= 1:
+            return "not run: the total time limit of the notebook was reached"
+        self.client.timeout = int(limit)
+        try:
+            self.client.execute_cell(cell, 0)
+        except CellTimeoutError:
+            self._recover()
+            return f"timed out after {int(limit)} s and was interrupted"
+        except DeadKernelError:
+            self._restart()
+            return "the kernel died (out of memory?) and was restarted"
+        return _error_of(cell)
+
+    def _recover(self) -> None:
+        run_sync(self.client.km.interrupt_kernel)()
+        probe = nbformat.v4.new_code_cell("pass")
+        self.client.timeout = 15
+        try:
+            self.client.execute_cell(probe, 0)
+        except (CellTimeoutError, DeadKernelError):
+            self._restart()
+
+    def _restart(self) -> None:
+        run_sync(self.client.km.restart_kernel)(now=True)
+        run_sync(self.client.kc.wait_for_ready)(timeout=60)
+        for cell in self.replay:
+            self.client.timeout = int(max(1, min(self.timeout, self.left())))
+            try:
+                self.client.execute_cell(nbformat.v4.new_code_cell(cell.source), 0)
+            except (CellTimeoutError, DeadKernelError):
+                return
+
+
+def _manual(cells) -> str:
+    text = "\n".join(c.source for c in cells).strip()
+    words = len(text.replace(hw.ANSWER_PLACEHOLDER, " ").split())
+    return f"answered ({words} words): grade by hand" if words >= 10 else "no answer written"
+
+
+def grade(path, timeout: float = 900, total: float = 3600) -> dict:
+    """Grade one submission: ``{"notebook", "score", "max_score", "pending", "tasks": [...]}``."""
+    nb = read_notebook(path)
+    if os.environ.get(DATA_ENV):  # the kernel runs elsewhere: give it an absolute data folder
+        os.environ[DATA_ENV] = str(Path(os.environ[DATA_ENV]).resolve())
+    cells = {t: [c for c in nb.cells if _task(c) == t] for t in hw.TASKS}
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="coursekit-grade-") as workdir:
+        runner = _Runner(nb, timeout, total, workdir)
+        last = {id(cs[-1]): t for t, cs in cells.items() if cs}
+        failed: dict[str, str] = {}
+        context: dict = {}
+        with runner.client.setup_kernel():
+            for cell in list(nb.cells):
+                task = _task(cell)
+                if cell.cell_type != "code":
+                    continue
+                if task in hw.TASKS:
+                    why = runner.run(cell)
+                    if why and task not in failed:
+                        failed[task] = f"your cell: {why}"
+                else:
+                    runner.run(cell)
+                    if not task:
+                        runner.replay.append(cell)
+                if id(cell) in last:
+                    results[task] = _grade_task(task, failed.get(task), runner, context)
+    report_tasks = []
+    for task, (title, points, manual) in hw.TASKS.items():
+        if manual:
+            entry = {"task": task, "points": None, "max": points, "status": "pending",
+                     "feedback": _manual(cells[task]) if cells[task] else "answer cell not found"}
+        elif task in results:
+            entry = dict(results[task], status="graded")
+        else:
+            entry = {"task": task, "points": 0, "max": points, "status": "missing",
+                     "feedback": "task cell not found (deleted, or its metadata removed?)"}
+        report_tasks.append({"title": title, **entry})
+    auto = [t for t in report_tasks if t["status"] != "pending"]
+    return {"notebook": str(path), "score": sum(t["points"] for t in auto),
+            "max_score": sum(t["max"] for t in auto),
+            "pending": sum(t["max"] for t in report_tasks if t["status"] == "pending"),
+            "fast_mode": hw.is_fast(), "tasks": report_tasks}
+
+
+def _grade_task(task: str, failure: str | None, runner: _Runner, context: dict) -> dict:
+    if failure:
+        result = hw._result(task, 0, [failure])
+    else:
+        try:
+            result = _collect_and_score(task, runner, context)
+        except Exception as error:  # a bug or missing data on the grader's side: say so, go on
+            result = hw._result(task, 0, [f"grader error: {type(error).__name__}: {error}"])
+    if task == "config" and result["points"] == 0:  # later tasks still get a configuration
+        fallback = nbformat.v4.new_code_cell(f"vit_config = {FALLBACK_CONFIG!r}")
+        runner.run(fallback, 30)
+        result["feedback"] += "; later tasks ran with the fallback vit_config"
+    return result
+
+
+def _collect_and_score(task: str, runner: _Runner, context: dict) -> dict:
+    with tempfile.TemporaryDirectory(prefix="coursekit-") as tmp:
+        token = secrets.token_hex(8)
+        inputs = {"k": DATA_K, "cases": hw.patchify_cases(secrets.randbelow(1 << 30))}
+        inputs_path, out_path = Path(tmp, f"in-{token}.pt"), Path(tmp, f"out-{token}.pt")
+        torch.save(inputs if task in ("data", "patchify") else {}, inputs_path)
+        cell = nbformat.v4.new_code_cell(collector_source(task, str(inputs_path), str(out_path)))
+        why = runner.run(cell, min(runner.timeout, 300))
+        if why or not out_path.exists():
+            return hw._result(task, 0, [f"could not read your answer: {why or 'no answer was handed over'}"])
+        payload = torch.load(out_path, weights_only=True)  # read at once; plain data only
+    return _score(task, payload, inputs, context)
+
+
+def _score(task: str, payload: dict, inputs: dict, context: dict) -> dict:
+    def error_text(value):
+        return value if isinstance(value, str) else None
+
+    if task == "data":
+        if error_text(payload["indices"]):
+            return hw._result(task, 0, [f"examples_per_class: {payload['indices']}"])
+        return hw.score_data(payload["indices"], hw.test_targets(), inputs["k"])
+    if task == "patchify":
+        return hw.score_patchify(inputs["cases"], payload["outputs"])
+    if task == "config":
+        context["config"] = payload["config"]
+        return hw.score_config(payload["config"], payload["n_patches"])
+    if task == "training":
+        config = context.get("config")
+        if not isinstance(config, dict) or hw.score_config(config, None)["points"] == 0:
+            config = FALLBACK_CONFIG
+        states = [payload[k] for k in ("vit", "cnn")]
+        models, errors = hw.load_models(config, *[s if isinstance(s, dict) else None for s in states])
+        errors = [f"{n}: {s}" for n, s in zip(("vit", "cnn"), states) if isinstance(s, str)] or errors
+        context["models"] = models
+        context["test"] = hw.loaders()[2]
+        context["measured"] = hw.measure(models, context["test"]) if models else {}
+        return hw.score_training(context["measured"], errors)
+    if task == "comparison":
+        return hw.score_comparison(payload["rows"], context.get("measured", {}))
+    if task == "attention":
+        vit = context.get("models", {}).get("ViT")
+        test = context.get("test") or hw.loaders()[2]
+        return hw.score_attention(payload["index"], payload["attention"], vit, test.dataset)
+    raise ValueError(f"unknown task {task!r}")
+
+
+# --- command line ------------------------------------------------------------------------------------
+
+def format_report(report: dict) -> str:
+    """The per-task table a person reads: task, points, max, feedback."""
+    rows = [f"{report['notebook']}" + ("  (FAST MODE: thresholds lowered, for CI only)" if report["fast_mode"] else ""),
+            f"{'task':<11} {'points':>6} {'max':>4}  feedback"]
+    for t in report["tasks"]:
+        pts = "pending" if t["points"] is None else f"{t['points']:g}"
+        rows.append(f"{t['task']:<11} {pts:>6} {t['max']:>4}  {t['feedback']}")
+    rows.append(f"score: {report['score']:g}/{report['max_score']} "
+                f"(+ {report['pending']} points pending manual grading)")
+    return "\n".join(rows)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m coursekit.grade", description=__doc__.split("\n")[0])
+    parser.add_argument("notebook", help="a submitted .ipynb, or a folder of them")
+    parser.add_argument("--json", help="write the report(s) as JSON to this file")
+    parser.add_argument("--csv", help="folder mode: write a summary CSV (one row per submission)")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds allowed per cell (default 900)")
+    parser.add_argument("--total", type=float, default=3600, help="seconds allowed per notebook (default 3600)")
+    args = parser.parse_args(argv)
+    target = Path(args.notebook)
+    try:
+        if target.is_dir():
+            paths = sorted(p for p in target.glob("*.ipynb") if p.is_file())
+            if not paths:
+                raise GradeError(f"{target}: no .ipynb files in this folder")
+        else:
+            read_notebook(target)  # fail early with a clear message
+            paths = [target]
+        reports = []
+        for path in paths:
+            try:
+                reports.append(grade(path, args.timeout, args.total))
+            except GradeError as error:  # one bad file in a folder: report it, grade the rest
+                if len(paths) == 1:
+                    raise
+                reports.append({"notebook": str(path), "error": str(error)})
+            print(format_report(reports[-1]) if "error" not in reports[-1] else f"{path}: {reports[-1]['error']}")
+            print()
+    except GradeError as error:
+        print(f"coursekit.grade: error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        Path(args.json).write_text(json.dumps(reports[0] if len(reports) == 1 and not target.is_dir()
+                                              else reports, indent=2) + "\n")
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["notebook", "score", "max_score", "pending", *hw.TASKS, "error"])
+            for r in reports:
+                points = {t["task"]: t["points"] for t in r.get("tasks", [])}
+                out.writerow([r["notebook"], r.get("score", ""), r.get("max_score", ""), r.get("pending", ""),
+                              *["pending" if points.get(t, 0) is None else points.get(t, "") for t in hw.TASKS],
+                              r.get("error", "")])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
