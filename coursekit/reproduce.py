@@ -34,8 +34,9 @@ from .models import KINDS, build_model
 from .train import evaluate, fit, save_atomically
 
 # fast mode (CI): small real subsets and a few steps; the numbers teach nothing
-FAST = dict(subset=128, epochs=1, max_steps=2, batch_size=32)
+FAST = dict(subset=128, epochs=1, max_steps=2, batch_size=16)
 DEFAULT_EPOCHS = 30
+TRAIN_IMAGES = {"mnist": 60_000, "fashion_mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000}
 # column key -> header in results.md; results.csv uses the keys
 COLUMNS = {
     "model": "model", "dataset": "dataset", "data": "data",
@@ -91,7 +92,7 @@ def run_pair(model: str, dataset: str, out, epochs: int, batch_size: int = 128, 
     raises ``KeyboardInterrupt`` and records nothing: a half-trained pair is not a result.
     """
     settings = dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, subset=subset,
-                    max_steps=max_steps)
+                    max_steps=max_steps, fast=config.is_fast())
     path = pair_path(out, model, dataset)
     if path.exists():
         record = json.loads(path.read_text())
@@ -121,8 +122,9 @@ def run_pair(model: str, dataset: str, out, epochs: int, batch_size: int = 128, 
         ms_1, ms_256 = bench.inference_time_ms(net, shape, 1, device, warmup=1, min_run_time=0.05), None
     else:
         ms_1, ms_256 = (bench.inference_time_ms(net, shape, b, device) for b in (1, 256))
-    data = stand_in_label(dataset) if stand_in else (
-        f"{dataset}, subset of {subset}" if subset else dataset)
+    data = stand_in_label(dataset) if stand_in else dataset
+    if not stand_in and subset:
+        data += f", {subset} images" + (f", FAST MODE ({max_steps} batches/epoch)" if max_steps else "")
     row = dict(model=model, dataset=dataset, data=data,
                best_val_acc=round(100 * history.best_val_acc, 2), test_acc=round(100 * test["acc"], 2),
                ms_per_image=round(ms_1, 3),
@@ -143,8 +145,8 @@ def reproduce(datasets=("mnist", "cifar10", "cifar100"), models=KINDS, out="resu
     """Run every (model, dataset) pair not yet finished in ``out``; rebuild the tables; return rows.
 
     ``epochs`` and ``batch_size`` default to 30 and 128; in fast mode (``COURSEKIT_FAST=1``) to 1
-    and 32, with ``subset`` 128 images and two batches per epoch. Files written in ``out``: ``results.csv``,
-    ``results.md``, ``accuracy_vs_time.png`` and one ``pairs/*.json`` (+ weights) per pair.
+    and 16, with ``subset`` 128 images and two batches per epoch. Files written in ``out``:
+    ``results.csv``, ``results.md``, ``accuracy_vs_time.png``, and per pair ``pairs/*.json`` + weights.
     """
     for name in datasets:
         dataset_info(name)  # ValueError for an unknown name, before any training
@@ -166,9 +168,42 @@ def reproduce(datasets=("mnist", "cifar10", "cifar100"), models=KINDS, out="resu
     return rows
 
 
+def estimate_seconds(model: str, dataset: str, epochs: int, batch_size: int = 128,
+                     subset: int | None = None, device="auto", steps: int = 3) -> float:
+    """Estimated seconds to train ``model`` on ``dataset`` (validation and test included).
+
+    Times ``steps`` training steps on random inputs [batch_size, C, H, W] after one warm-up step,
+    then scales: 90% of the images train, 10% validate, 10,000 (or ``subset``) test images, an
+    evaluation batch costing about a third of a training step. Data loading is not counted.
+    """
+    device = config.get_device(device)
+    info = dataset_info(dataset)
+    net = build_model(model, dataset).to(device)
+    optimizer = torch.optim.AdamW(net.parameters())
+    x = torch.randn(batch_size, info.channels, info.image_size, info.image_size, device=device)
+    y = torch.randint(info.num_classes, (batch_size,), device=device)
+    for i in range(steps + 1):
+        if i == 1:  # the first step warms up
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    step = (time.perf_counter() - start) / steps
+    images = subset or TRAIN_IMAGES[dataset]
+    batches = lambda n: -(-round(n) // batch_size)  # noqa: E731  (ceiling division)
+    per_epoch = batches(0.9 * images) + batches(0.1 * images) / 3
+    return step * (epochs * per_epoch + batches(min(images, 10_000)) / 3)
+
+
 def write_results(out) -> list[dict]:
     """Rebuild ``results.csv``, ``results.md`` and ``accuracy_vs_time.png`` from the finished pairs."""
-    rows = [r["row"] for r in load_pairs(out)]
+    records = load_pairs(out)
+    rows = [r["row"] for r in records]
     order = {d: i for i, d in enumerate(("mnist", "fashion_mnist", "cifar10", "cifar100"))}
     rows.sort(key=lambda r: (KINDS.index(r["model"]), order.get(r["dataset"], 9)))
     if not rows:
@@ -180,7 +215,7 @@ def write_results(out) -> list[dict]:
     writer.writerows(rows)
     write_text_atomically(buffer.getvalue(), out / "results.csv")
     lines = [f"# Results\n\nMeasured with `python -m coursekit.reproduce` on {bench.environment()}."]
-    if config.is_fast():
+    if any(r["settings"]["fast"] for r in records):
         lines.append("FAST MODE: tiny subsets and a few training steps, for CI only; these numbers teach nothing.")
     stand_ins = sorted({r["dataset"] for r in rows if r["data"].startswith("GENERATED")})
     if stand_ins:
@@ -235,7 +270,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="results", help="folder for the results (default: results)")
     p.add_argument("--fast", action="store_true", help="CI mode: small subsets, few steps")
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=None, help="default 128 (fast mode: 32)")
+    p.add_argument("--batch-size", type=int, default=None, help="default 128 (fast mode: 16)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--subset", type=int, default=None, help="train on N images (default: all)")
