@@ -241,15 +241,15 @@ def plot_results(rows: list[dict]):
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     models = list(dict.fromkeys(r["model"] for r in rows))
     width = 0.8 / len(models)
+    stand_in = {r["dataset"] for r in rows if r["data"].startswith("GENERATED")}
     for j, m in enumerate(models):
         for i, d in enumerate(datasets):
             r = next((r for r in rows if r["model"] == m and r["dataset"] == d), None)
             if r is not None:
                 bars.bar(i + j * width, r["test_acc"], width, color=f"C{j}", label=m if i == 0 else None)
-                scatter.scatter(r["ms_per_image"], r["test_acc"], color=f"C{j}",
-                                marker="os^Dv"[i % 5], label=f"{m}, {d}")
-    names = [d + ("\n(STAND-IN)" if any(r["dataset"] == d and r["data"].startswith("GENERATED")
-                                       for r in rows) else "") for d in datasets]
+                scatter.scatter(r["ms_per_image"], r["test_acc"], color=f"C{j}", marker="os^Dv"[i % 5],
+                                label=f"{m}, {d}" + (" (STAND-IN)" if d in stand_in else ""))
+    names = [d + ("\n(STAND-IN)" if d in stand_in else "") for d in datasets]
     bars.set_xticks([i + 0.4 - width / 2 for i in range(len(datasets))], names)
     bars.set_ylabel("test accuracy (%)")
     bars.set_title("Accuracy at the best validation epoch")
