@@ -9,7 +9,9 @@ One module per idea:
 - ``coursekit.bench``     parameter counts, inference time, markdown tables
 - ``coursekit.attention`` attention written from the formula
 - ``coursekit.viz``       attention maps, rollout and the attention explorer
-- ``coursekit.grade``     the homework grader
+- ``coursekit.homework``  the homework's tasks and the checks that score them
+- ``coursekit.grade``     the homework grader: ``python -m coursekit.grade``
+- ``coursekit.reproduce`` the results table of notebook 05: ``python -m coursekit.reproduce``
 """
 
 __version__ = "0.1.0"
