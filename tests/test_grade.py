@@ -1,0 +1,168 @@
+"""The grader end to end: real kernels, fast mode (set by conftest), small derived notebooks.
+
+Grading the whole reference solution takes a minute or two on two cores; the robustness tests use
+the solution's first three tasks only (data, patchify, config), changed in memory.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from coursekit import grade, homework as hw
+from coursekit.config import data_root
+
+ROOT = Path(__file__).resolve().parent.parent
+SOLUTION = ROOT / "notebooks" / "solutions" / "04_fashion_mnist_homework.ipynb"
+STUDENT = ROOT / "notebooks" / "04_fashion_mnist_homework.ipynb"
+FAST_TASKS = ("data", "patchify", "config")
+
+needs_data = pytest.mark.skipif(
+    not (data_root() / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte").exists(),
+    reason="Fashion-MNIST not found: set COURSEKIT_DATA to the data folder (e.g. ../shared/data)")
+
+
+def points(report):
+    return {t["task"]: t["points"] for t in report["tasks"]}
+
+
+def first_tasks(**replace):
+    """The solution up to the config check, with task cells' sources replaced by ``replace[task]``."""
+    nb = nbformat.read(SOLUTION, as_version=4)
+    cells = []
+    for cell in nb.cells:
+        meta = cell.metadata.get("coursekit", {})
+        if meta.get("task") in replace:
+            cell.source = replace[meta["task"]]
+        cells.append(cell)
+        if meta.get("check") == "config":
+            break
+    nb.cells = cells
+    return nb
+
+
+def write(nb, folder, name="submission.ipynb"):
+    path = Path(folder) / name
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def solution_report(tmp_path_factory):
+    path = write(nbformat.read(SOLUTION, as_version=4), tmp_path_factory.mktemp("solution"))
+    before = (path.read_bytes(), path.stat().st_mtime_ns)
+    report = grade.grade(path, timeout=300, total=900)
+    return report, path, before
+
+
+@needs_data
+def test_reference_solution_scores_full_marks(solution_report):
+    report, path, before = solution_report
+    assert report["score"] == report["max_score"] == 11, grade.format_report(report)
+    pending = [t for t in report["tasks"] if t["status"] == "pending"]
+    assert [t["task"] for t in pending] == ["reflection"] and report["pending"] == 3
+    assert "answered" in pending[0]["feedback"]
+
+
+@needs_data
+def test_the_submitted_file_is_not_changed(solution_report):
+    report, path, before = solution_report
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == before
+
+
+@needs_data
+def test_blank_student_notebook_scores_zero_with_the_cli(tmp_path):
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    (folder / "alice.ipynb").write_bytes(STUDENT.read_bytes())
+    (folder / "broken.ipynb").write_text("{ not json")
+    out = subprocess.run([sys.executable, "-m", "coursekit.grade", str(folder), "--timeout", "120",
+                          "--csv", str(tmp_path / "grades.csv"), "--json", str(tmp_path / "all.json")],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    reports = json.loads((tmp_path / "all.json").read_text())
+    alice = next(r for r in reports if r["notebook"].endswith("alice.ipynb"))
+    assert alice["score"] == 0 and alice["max_score"] == 11
+    assert "NotImplementedError" in next(t for t in alice["tasks"] if t["task"] == "patchify")["feedback"]
+    assert next(t for t in alice["tasks"] if t["task"] == "reflection")["feedback"] == "no answer written"
+    assert "not a readable notebook" in next(r for r in reports if r["notebook"].endswith("broken.ipynb"))["error"]
+    rows = (tmp_path / "grades.csv").read_text().splitlines()
+    assert rows[0].startswith("notebook,score,max_score,pending,data,patchify")
+    assert len(rows) == 3
+    assert "score: 0/11" in out.stdout
+
+
+@needs_data
+def test_crashing_and_hanging_answers_lose_only_their_own_points(tmp_path):
+    nb = first_tasks(data='raise RuntimeError("boom")',
+                     patchify="import time\nwhile True:\n    time.sleep(0.1)")
+    path = write(nb, tmp_path)
+    start = time.monotonic()
+    report = grade.grade(path, timeout=40, total=400)
+    elapsed = time.monotonic() - start
+    tasks = {t["task"]: t for t in report["tasks"]}
+    assert tasks["data"]["points"] == 0 and "RuntimeError: boom" in tasks["data"]["feedback"]
+    assert tasks["patchify"]["points"] == 0 and "timed out" in tasks["patchify"]["feedback"]
+    assert tasks["config"]["points"] == 2, grade.format_report(report)
+    assert elapsed < 300
+    assert tasks["training"]["status"] == "missing"
+
+
+@needs_data
+def test_a_hang_that_ignores_interrupts_restarts_the_kernel_and_grading_goes_on(tmp_path):
+    stubborn = ("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                "while True:\n    pass")
+    path = write(first_tasks(patchify=stubborn), tmp_path)
+    start = time.monotonic()
+    report = grade.grade(path, timeout=40, total=400)
+    assert time.monotonic() - start < 300
+    assert points(report)["patchify"] == 0
+    assert points(report)["data"] == 1 and points(report)["config"] == 2, grade.format_report(report)
+
+
+@needs_data
+def test_redefining_the_checks_gains_nothing(tmp_path):
+    cheat = '''
+import coursekit.homework as homework
+full = lambda task: {"task": task, "points": 2, "max": 2, "feedback": "perfect"}
+for name in dir(homework):
+    if name.startswith(("score_", "check_")):
+        setattr(homework, name, lambda *a, _n=name, **k: full(_n.split("_", 1)[1]))
+homework.TASKS = {t: (t, 0, True) for t in homework.TASKS}
+homework.RESULTS.update({t: full(t) for t in ("data", "patchify", "config")})
+import torch
+homework.reference_patchify = lambda images, p: torch.zeros(1)
+'''
+    nb = first_tasks(
+        data="def examples_per_class(dataset, k):\n    return torch.zeros(10, k, dtype=torch.long)",
+        patchify="def patchify(images, patch_size):\n    return images.flatten(2).transpose(1, 2)",
+        config='vit_config = dict(patch_size=5)\nn_patches = 25')
+    nb.cells.insert(2, nbformat.v4.new_code_cell(cheat))
+    path = write(nb, tmp_path)
+    report = grade.grade(path, timeout=60, total=300)
+    assert {t: points(report)[t] for t in FAST_TASKS} == {"data": 0, "patchify": 0, "config": 0}
+    assert "fallback vit_config" in next(t for t in report["tasks"] if t["task"] == "config")["feedback"]
+
+
+def test_cli_missing_and_unreadable_files(tmp_path):
+    missing = subprocess.run([sys.executable, "-m", "coursekit.grade", str(tmp_path / "nope.ipynb")],
+                             capture_output=True, text=True, cwd=ROOT)
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == f"coursekit.grade: error: {tmp_path / 'nope.ipynb'}: no such file"
+    bad = tmp_path / "bad.ipynb"
+    bad.write_bytes(b"\x89PNG not a notebook")
+    unreadable = subprocess.run([sys.executable, "-m", "coursekit.grade", str(bad)],
+                                capture_output=True, text=True, cwd=ROOT)
+    assert unreadable.returncode == 2 and "not a readable notebook" in unreadable.stderr
+    assert len(unreadable.stderr.strip().splitlines()) == 1
+
+
+def test_collector_snippet_leaves_no_names_behind():
+    source = grade.collector_source("config", "/tmp/in.pt", "/tmp/out.pt")
+    compile(source, "<collector>", "exec")
+    assert source.splitlines()[-1].startswith("del _grader_")
