@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m coursekit.grade SUBMISSION.ipynb [--json REPORT.json] [--timeout 900] [--total 3600]
+    python -m coursekit.grade SUBMISSION.ipynb [--json REPORT.json] [--timeout 1800] [--total 3600]
     python -m coursekit.grade FOLDER --csv grades.csv        # every .ipynb in FOLDER
     python -m coursekit.grade --make-student                 # regenerate the student version
 
@@ -211,7 +211,7 @@ def _manual(cells) -> str:
     return f"answered ({words} words): grade by hand" if words >= 10 else "no answer written"
 
 
-def grade(path, timeout: float = 900, total: float = 3600) -> dict:
+def grade(path, timeout: float = 1800, total: float = 3600) -> dict:
     """Grade one submission: ``{"notebook", "score", "max_score", "pending", "tasks": [...]}``."""
     nb = read_notebook(path)
     if os.environ.get(DATA_ENV):  # the kernel runs elsewhere: give it an absolute data folder
@@ -337,7 +337,7 @@ def main(argv=None) -> int:
     parser.add_argument("notebook", help="a submitted .ipynb, or a folder of them")
     parser.add_argument("--json", help="write the report(s) as JSON to this file")
     parser.add_argument("--csv", help="folder mode: write a summary CSV (one row per submission)")
-    parser.add_argument("--timeout", type=float, default=900, help="seconds allowed per cell (default 900)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds allowed per cell (default 1800)")
     parser.add_argument("--total", type=float, default=3600, help="seconds allowed per notebook (default 3600)")
     args = parser.parse_args(argv)
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # poll tasks nbclient leaves after a timeout

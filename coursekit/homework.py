@@ -43,9 +43,12 @@ ANSWER_PLACEHOLDER = "_Your answer here._"  # what the student version shows in 
 RESULTS: dict = {}  # in-notebook points of the check cells: a guide for the learner, not a grade
 
 
-def loaders(batch_size: int = 128):
-    """The homework's ``(train, val, test)`` loaders: all of Fashion-MNIST, or 2,000 images in fast mode."""
-    return get_loaders(DATASET, batch_size=batch_size, subset=fast_or(None, FAST_SUBSET))
+def loaders(batch_size: int = 128, augment: bool = False):
+    """The homework's ``(train, val, test)`` loaders: all of Fashion-MNIST, or 2,000 images in fast mode.
+
+    ``augment=True`` adds random crops and flips to the training images only; the split is the same.
+    """
+    return get_loaders(DATASET, batch_size=batch_size, subset=fast_or(None, FAST_SUBSET), augment=augment)
 
 
 def test_targets() -> torch.Tensor:
