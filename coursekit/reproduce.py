@@ -21,7 +21,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -50,20 +49,6 @@ COLUMNS = {
 def stand_in_label(dataset: str) -> str:
     """The marker every output carries when a generated stand-in replaced ``dataset``."""
     return f"GENERATED STAND-IN, not {dataset}"
-
-
-def write_text_atomically(text: str, path) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def pair_path(out, model: str, dataset: str) -> Path:
@@ -134,7 +119,7 @@ def run_pair(model: str, dataset: str, out, epochs: int, batch_size: int = 128, 
                device=device_label(device))
     record = dict(row=row, history=history.as_dict(), settings=settings, stand_in=stand_in)
     save_atomically(net.state_dict(), path.with_suffix(".pt"))  # for attention maps later
-    write_text_atomically(json.dumps(record, indent=1), path)  # the "finished" mark, last
+    save_atomically(json.dumps(record, indent=1), path)  # the "finished" mark, last
     return record
 
 
@@ -213,7 +198,7 @@ def write_results(out) -> list[dict]:
     writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    write_text_atomically(buffer.getvalue(), out / "results.csv")
+    save_atomically(buffer.getvalue(), out / "results.csv")
     lines = [f"# Results\n\nMeasured with `python -m coursekit.reproduce` on {bench.environment()}."]
     if any(r["settings"]["fast"] for r in records):
         lines.append("FAST MODE: tiny subsets and a few training steps, for CI only; these numbers teach nothing.")
@@ -227,7 +212,7 @@ def write_results(out) -> list[dict]:
                  "warm-up, eval mode, random inputs.")
     shown = [{COLUMNS[k]: "n/a (fast mode)" if r[k] is None else r[k] for k in COLUMNS} for r in rows]
     table = bench.markdown_table(shown)
-    write_text_atomically("\n\n".join(lines + [table]) + "\n", out / "results.md")
+    save_atomically("\n\n".join(lines + [table]) + "\n", out / "results.md")
     plot_results(rows).savefig(out / "accuracy_vs_time.png", dpi=120, bbox_inches="tight")
     return rows
 

@@ -56,13 +56,19 @@ def evaluate(model: nn.Module, loader, device="auto") -> dict:
 
 
 def save_atomically(obj, path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: never a half-written file."""
+    """Write ``obj`` to a temporary file beside ``path``, then rename: never a half-written file.
+
+    A ``str`` is written as text, anything else with ``torch.save``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        if isinstance(obj, str):
+            Path(tmp).write_text(obj)
+        else:
+            torch.save(obj, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
