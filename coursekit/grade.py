@@ -4,7 +4,9 @@ Usage::
 
     python -m coursekit.grade SUBMISSION.ipynb [--json REPORT.json] [--timeout 1800] [--total 3600]
     python -m coursekit.grade FOLDER --csv grades.csv        # every .ipynb in FOLDER
-    python -m coursekit.grade --make-student                 # regenerate the student version
+
+The student version of the homework is made from the reference solution by
+``python scripts/make_student.py``.
 
 How it stays fair:
 
@@ -47,9 +49,6 @@ from .data import DATA_ENV
 _QUIET = logging.getLogger("coursekit.grade.kernel")  # nbclient's timeout messages: the report says it
 _QUIET.setLevel(logging.CRITICAL)
 
-ROOT = Path(__file__).resolve().parent.parent
-SOLUTION = ROOT / "notebooks" / "solutions" / "04_fashion_mnist_homework.ipynb"
-STUDENT = ROOT / "notebooks" / "04_fashion_mnist_homework.ipynb"
 FALLBACK_CONFIG = dict(patch_size=7, dim=64, depth=4, heads=4, dim_head=16, mlp_dim=128)
 DATA_K = 4  # images per class the data task is asked for
 
