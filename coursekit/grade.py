@@ -15,12 +15,12 @@ How it stays fair:
   kernel is restarted if it does not stop) and the notebook goes on; ``--total`` caps the whole run.
 - Task cells are found by their metadata ``{"coursekit": {"task": ...}}``. A task whose cell
   raises or times out gets zero; later tasks are still run and graded.
-- Points are never read from the kernel. After each task the grader injects its own snippet that
-  only hands over the raw answer (tensors, numbers, weights) through a file with a random name,
-  read at once and loaded with ``torch.load(weights_only=True)``. The grader's own copy of
-  :mod:`coursekit.homework` scores it here, against inputs chosen here: redefining the checks in
-  the notebook changes nothing. (Limit: the kernel runs as the grader's user; grade untrusted
-  work inside a container.)
+- Points are never read from the kernel. After each task the grader injects its own snippet
+  (:mod:`coursekit.collect`) that only hands over the raw answer (tensors, numbers, weights)
+  through a file with a random name, read at once and loaded with
+  ``torch.load(weights_only=True)``. The grader's own copy of :mod:`coursekit.homework` scores it
+  here, against inputs chosen here: redefining the checks in the notebook changes nothing.
+  (Limit: the kernel runs as the grader's user; grade untrusted work inside a container.)
 - The reflection is graded by hand: its points are reported as pending, not in the score.
 """
 
@@ -44,6 +44,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbclient.util import run_sync
 
 from . import homework as hw
+from .collect import collector_source
 from .data import DATA_ENV
 
 _QUIET = logging.getLogger("coursekit.grade.kernel")  # nbclient's timeout messages: the report says it
@@ -51,65 +52,6 @@ _QUIET.setLevel(logging.CRITICAL)
 
 FALLBACK_CONFIG = dict(patch_size=7, dim=64, depth=4, heads=4, dim_head=16, mlp_dim=128)
 DATA_K = 4  # images per class the data task is asked for
-
-# Runs in the submission's kernel: turn an answer into plain data that torch.load(weights_only) reads.
-_PRELUDE = '''
-def _plain(x, depth=0):
-    import torch, numbers
-    if depth > 4:
-        return "<too deep>"
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().clone()
-    if isinstance(x, (bool, int, float, str)) or x is None:
-        return x
-    if isinstance(x, numbers.Real):
-        return float(x)
-    if isinstance(x, dict):
-        return {str(k): _plain(v, depth + 1) for k, v in list(x.items())[:100]}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v, depth + 1) for v in list(x)[:100]]
-    if hasattr(x, "__array__"):
-        return torch.as_tensor(x.__array__())
-    return f"<{type(x).__name__}>"
-
-def _answer(name, call=None):
-    g = globals()
-    if name not in g:
-        return f"NameError: {name} is not defined"
-    try:
-        return _plain(call(g[name]) if call else g[name])
-    except BaseException as e:
-        return f"{type(e).__name__}: {e}"
-'''
-# What each task hands over. `_inputs` is what the grader sent; `_out` is written to the file.
-_COLLECT = {
-    "data": '''
-from coursekit.data import get_dataset
-_out = {"indices": _answer("examples_per_class",
-                           lambda f: f(get_dataset("fashion_mnist", train=False), _inputs["k"]))}''',
-    "patchify": '''
-_out = {"outputs": [_answer("patchify", lambda f: f(x.clone(), p)) for x, p in _inputs["cases"]]}''',
-    "config": '''
-_out = {"config": _answer("vit_config"), "n_patches": _answer("n_patches")}''',
-    "training": '''
-_out = {"vit": _answer("vit", lambda m: m.state_dict()), "cnn": _answer("cnn", lambda m: m.state_dict())}''',
-    "comparison": '''
-_out = {"rows": _answer("results")}''',
-    "attention": '''
-_out = {"index": _answer("miss_index"), "attention": _answer("miss_attention")}''',
-}
-
-
-def collector_source(task: str, inputs_path: str, out_path: str) -> str:
-    """The snippet injected after a task: load the grader's inputs, save the raw answer, leave no trace."""
-    body = _PRELUDE + _COLLECT[task] + f'''
-import torch
-torch.save(_out, {out_path!r})'''
-    name = f"_grader_{secrets.token_hex(4)}"
-    indented = "\n".join("    " + line for line in body.splitlines())
-    return (f"def {name}():\n    import torch\n    _inputs = torch.load({inputs_path!r}, weights_only=True)\n"
-            f"{indented}\n{name}()\ndel {name}")
-
 
 class GradeError(Exception):
     """The grader itself could not run (missing or unreadable file)."""

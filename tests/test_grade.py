@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from coursekit import grade, homework as hw
+from coursekit import collect, grade, homework as hw
 from coursekit.config import data_root
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,7 +162,15 @@ def test_cli_missing_and_unreadable_files(tmp_path):
     assert len(unreadable.stderr.strip().splitlines()) == 1
 
 
-def test_collector_snippet_leaves_no_names_behind():
-    source = grade.collector_source("config", "/tmp/in.pt", "/tmp/out.pt")
-    compile(source, "<collector>", "exec")
-    assert source.splitlines()[-1].startswith("del _grader_")
+def test_collector_hands_over_plain_answers_and_leaves_no_names_behind(tmp_path):
+    import torch
+
+    inputs, out = tmp_path / "in.pt", tmp_path / "out.pt"
+    torch.save({}, inputs)
+    kernel = {"vit_config": {"patch_size": 7, "dim": torch.tensor(64)}}  # n_patches left undefined
+    before = set(kernel)
+    exec(collect.collector_source("config", str(inputs), str(out)), kernel)
+    answer = torch.load(out, weights_only=True)
+    assert answer["config"]["patch_size"] == 7 and torch.equal(answer["config"]["dim"], torch.tensor(64))
+    assert answer["n_patches"] == "NameError: n_patches is not defined"
+    assert set(kernel) - {"__builtins__"} == before
