@@ -58,8 +58,8 @@ def environment() -> str:
             f"Python {platform.python_version()}")
 
 
-def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
-    """Render rows (dicts) as a markdown table; numbers are right-aligned, floats get 2 decimals."""
+def markdown_table(rows: list[dict], columns: list[str] | None = None, digits: int = 2) -> str:
+    """Render rows (dicts) as a markdown table; numbers are right-aligned, floats get ``digits`` decimals."""
     if not rows:
         raise ValueError("markdown_table() needs at least one row")
     columns = columns or list(rows[0])
@@ -67,7 +67,7 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
     def cell(value):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return str(value)
-        return f"{value:,}" if isinstance(value, int) else f"{value:.2f}"
+        return f"{value:,}" if isinstance(value, int) else f"{value:.{digits}f}"
 
     numeric = [all(isinstance(r.get(c), (int, float)) and not isinstance(r.get(c), bool)
                    for r in rows) for c in columns]

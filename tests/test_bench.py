@@ -38,6 +38,7 @@ def test_markdown_table():
         "| CNN | 0.99 | 1,199,882 |\n"
         "| ViT | 0.98 | 123 |")
     assert markdown_table(rows, ["params"]).splitlines()[0] == "| params |"
+    assert markdown_table(rows, ["acc"], digits=4).splitlines()[2] == "| 0.9910 |"
     with pytest.raises(ValueError):
         markdown_table([])
 
