@@ -43,7 +43,8 @@ class DeviceData:
         self.device = device
         train, val, test = homework.loaders()
         full = train.dataset.dataset  # torchvision FashionMNIST, the images as uint8 [60000, 28, 28]
-        self.mean, self.std = dataset_info(homework.DATASET).mean[0], dataset_info(homework.DATASET).std[0]
+        info = dataset_info(homework.DATASET)
+        self.mean, self.std = info.mean[0], info.std[0]
         images = full.data.float().div(255).to(device)
         targets = full.targets.to(device)
         train_idx = torch.tensor(train.dataset.indices, device=device)

@@ -1,0 +1,70 @@
+"""The benchmark scripts measure what they say: the recipe search trains on the homework's data."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from coursekit import homework
+from coursekit.data import dataset_info
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recipe_search_sees_the_homework_split_and_normalization(real_root, monkeypatch):
+    if not all((real_root / f).exists() for f in dataset_info("fashion_mnist").files):
+        pytest.skip("real Fashion-MNIST not found")
+    monkeypatch.setenv("COURSEKIT_FAST", "0")  # the full split, as the search and the notebook use
+    recipes = load("homework_recipes")
+    data = recipes.DeviceData("cpu")
+    train, val, test = homework.loaders()
+    assert (len(data.train_x), len(data.val_x), len(data.test_x)) == (54_000, 6_000, 10_000)
+    for i in (0, 1234, 5999):
+        image, label = val.dataset[i]
+        torch.testing.assert_close(data.val_x[i], image)
+        assert int(data.val_y[i]) == label
+    image, label = train.dataset[777]
+    torch.testing.assert_close(data.normalize(data.train_x[777:778])[0], image)
+    torch.testing.assert_close(data.test_x[9999], test.dataset[9999][0])
+
+
+def test_recipe_augmentation_is_a_padded_crop_or_its_mirror():
+    recipes = load("homework_recipes")
+    data = recipes.DeviceData.__new__(recipes.DeviceData)  # augment needs only the device
+    data.device = "cpu"
+    torch.manual_seed(0)
+    images = torch.rand(64, 28, 28)
+    out = data.augment(images)
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    for image, crop in zip(padded, out):
+        windows = [image[dy:dy + 28, dx:dx + 28] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(crop, w) or torch.equal(crop, w.flip(-1)) for w in windows)
+    assert not torch.equal(out, images)  # something moved
+
+
+def test_every_recipe_is_a_valid_homework_answer():
+    recipes = json.loads((BENCHMARKS / "homework_recipes.json").read_text())
+    assert len({r["name"] for r in recipes}) == len(recipes)
+    for recipe in recipes:
+        if recipe.get("kind", "vit") == "vit":
+            config = recipe["cfg"]
+            n_patches = (28 // config["patch_size"]) ** 2
+            result = homework.score_config(config, n_patches)
+            assert result["points"] == result["max"], (recipe["name"], result["feedback"])
+
+
+def test_step_time_benchmark_times_a_training_step():
+    bench = load("vit_step_time")
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    before = model[1].weight.detach().clone()
+    assert bench.step_ms(model, batch_size=8, steps=3, warmup=1) > 0
+    assert not torch.equal(model[1].weight, before)  # the optimizer really stepped
