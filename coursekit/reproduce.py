@@ -220,6 +220,7 @@ def write_results(out) -> list[dict]:
 def plot_results(rows: list[dict]):
     """A figure: test accuracy per model and dataset (bars), and accuracy against ms per image."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     fig = Figure(figsize=(11, 4))
     bars, scatter = fig.subplots(1, 2)
@@ -240,6 +241,9 @@ def plot_results(rows: list[dict]):
     bars.set_title("Accuracy at the best validation epoch")
     bars.legend(fontsize=8)
     scatter.set_xscale("log")
+    scatter.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))  # 0.1, 0.2, 0.5, 1, 2, 5, ...
+    scatter.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    scatter.xaxis.set_minor_formatter(NullFormatter())
     scatter.set_xlabel(f"ms per image, batch 1 ({rows[0]['device']})")
     scatter.set_ylabel("test accuracy (%)")
     scatter.set_title("Accuracy against inference time")
