@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from coursekit import homework
 from coursekit.data import dataset_info
 from coursekit.models import build_model
+from coursekit.train import evaluate
 
 RECIPES = Path(__file__).with_name("homework_recipes.json")
 
@@ -58,23 +59,22 @@ class DeviceData:
         """[B, 28, 28] in [0, 1] -> [B, 1, 28, 28], what ToTensor + Normalize give."""
         return ((x - self.mean) / self.std).unsqueeze(1)
 
-    def augment(self, x):
-        """RandomCrop(28, padding=2) and RandomHorizontalFlip on a batch [B, 28, 28]."""
-        b, side = x.shape[0], torch.arange(28, device=self.device)
-        padded = F.pad(x, (2, 2, 2, 2))
-        dy, dx = (torch.randint(0, 5, (b,), device=self.device) for _ in range(2))
-        rows, cols = (dy[:, None] + side)[:, :, None], (dx[:, None] + side)[:, None, :]
-        out = padded[torch.arange(b, device=self.device)[:, None, None], rows, cols]
-        flip = torch.rand(b, device=self.device) < 0.5
-        return torch.where(flip[:, None, None], out.flip(-1), out)
+
+def augment(x):
+    """RandomCrop(28, padding=2) and RandomHorizontalFlip on a batch [B, 28, 28], on its own device."""
+    b, side = x.shape[0], torch.arange(28, device=x.device)
+    padded = F.pad(x, (2, 2, 2, 2))
+    dy, dx = (torch.randint(0, 5, (b,), device=x.device) for _ in range(2))
+    rows, cols = (dy[:, None] + side)[:, :, None], (dx[:, None] + side)[:, None, :]
+    out = padded[torch.arange(b, device=x.device)[:, None, None], rows, cols]
+    flip = torch.rand(b, device=x.device) < 0.5
+    return torch.where(flip[:, None, None], out.flip(-1), out)
 
 
-@torch.no_grad()
 def accuracy(model, images, labels, batch: int = 1000) -> float:
-    model.eval()
-    hits = sum((model(images[i:i + batch]).argmax(1) == labels[i:i + batch]).sum().item()
-               for i in range(0, len(images), batch))
-    return hits / len(images)
+    """:func:`coursekit.train.evaluate` over tensors already on the device, in batches of ``batch``."""
+    batches = [(images[i:i + batch], labels[i:i + batch]) for i in range(0, len(images), batch)]
+    return evaluate(model, batches, images.device)["acc"]
 
 
 def train_recipe(recipe: dict, data: DeviceData) -> dict:
@@ -92,7 +92,7 @@ def train_recipe(recipe: dict, data: DeviceData) -> dict:
         order = torch.randperm(len(data.train_x), device=data.device)
         for s in range(steps):
             idx = order[s * batch:(s + 1) * batch]
-            images = data.augment(data.train_x[idx]) if recipe.get("aug") else data.train_x[idx]
+            images = augment(data.train_x[idx]) if recipe.get("aug") else data.train_x[idx]
             loss = F.cross_entropy(model(data.normalize(images)), data.train_y[idx],
                                    label_smoothing=recipe.get("ls", 0.0))
             optimizer.zero_grad(set_to_none=True)

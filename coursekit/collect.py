@@ -62,8 +62,7 @@ _out = {"index": _answer("miss_index"), "attention": _answer("miss_attention")}'
 def collector_source(task: str, inputs_path: str, out_path: str) -> str:
     """The snippet injected after a task: load the grader's inputs, save the raw answer, leave no trace."""
     body = _PRELUDE + _COLLECT[task] + f'''
-import torch
-torch.save(_out, {out_path!r})'''
+torch.save(_out, {out_path!r})'''  # torch: imported by the wrapper below
     name = f"_grader_{secrets.token_hex(4)}"
     indented = "\n".join("    " + line for line in body.splitlines())
     return (f"def {name}():\n    import torch\n    _inputs = torch.load({inputs_path!r}, weights_only=True)\n"

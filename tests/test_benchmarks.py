@@ -39,11 +39,9 @@ def test_recipe_search_sees_the_homework_split_and_normalization(real_root, monk
 
 def test_recipe_augmentation_is_a_padded_crop_or_its_mirror():
     recipes = load("homework_recipes")
-    data = recipes.DeviceData.__new__(recipes.DeviceData)  # augment needs only the device
-    data.device = "cpu"
     torch.manual_seed(0)
     images = torch.rand(64, 28, 28)
-    out = data.augment(images)
+    out = recipes.augment(images)
     padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
     for image, crop in zip(padded, out):
         windows = [image[dy:dy + 28, dx:dx + 28] for dy in range(5) for dx in range(5)]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 from coursekit import collect, grade, homework as hw
 from coursekit.config import data_root
@@ -163,8 +164,6 @@ def test_cli_missing_and_unreadable_files(tmp_path):
 
 
 def test_collector_hands_over_plain_answers_and_leaves_no_names_behind(tmp_path):
-    import torch
-
     inputs, out = tmp_path / "in.pt", tmp_path / "out.pt"
     torch.save({}, inputs)
     kernel = {"vit_config": {"patch_size": 7, "dim": torch.tensor(64)}}  # n_patches left undefined
