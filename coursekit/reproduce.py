@@ -40,7 +40,7 @@ COLUMNS = {
     "best_val_acc": "best val acc (%)", "test_acc": "test acc at best val epoch (%)",
     "ms_per_image": "ms/image (batch 1)", "ms_per_batch_256": "ms/batch of 256",
     "parameters": "parameters", "epochs": "epochs", "best_epoch": "best epoch",
-    "train_time_s": "training time (s)", "device": "device",
+    "train_time_s": "training time (s)", "precision": "precision", "device": "device",
 }
 
 
@@ -54,6 +54,7 @@ class RunSettings:
     seed: int = 0  # fixes the split, the subset, the initial weights, batch order and augmentation
     subset: int | None = None  # train on N class-balanced images (None: the whole training set)
     max_steps: int | None = None  # at most this many batches per epoch (fast mode)
+    precision: str = "auto"  # "fp32", "bf16", or "auto": the faster one per model, measured by fit
     fast: bool = False  # made in fast mode (CI): numbers that teach nothing
 
     @classmethod
@@ -107,11 +108,11 @@ def run_pair(model: str, dataset: str, out, settings: RunSettings, *, device="au
     net = build_model(model, dataset)
     start = time.perf_counter()
     history = fit(net, train_loader, val_loader, epochs=s.epochs, lr=s.lr, device=device, seed=s.seed,
-                  max_steps=s.max_steps, progress=progress)
+                  max_steps=s.max_steps, progress=progress, precision=s.precision)
     train_time = time.perf_counter() - start
     if history.interrupted:
         raise KeyboardInterrupt(f"{dataset}/{model} interrupted; nothing recorded for it")
-    test = evaluate(net, test_loader, device)  # the best-validation weights, scored once
+    test = evaluate(net, test_loader, device, history.precision)  # best-validation weights, once
     shape = (info.channels, info.image_size, info.image_size)
     if s.fast:  # quick timing, and no batch of 256: its three passes cost CI seconds
         ms_1, ms_256 = bench.inference_time_ms(net, shape, 1, device, warmup=1, min_run_time=0.05), None
@@ -126,7 +127,7 @@ def run_pair(model: str, dataset: str, out, settings: RunSettings, *, device="au
                ms_per_batch_256=None if ms_256 is None else round(ms_256, 2),
                parameters=bench.count_parameters(net), epochs=len(history.train_loss),
                best_epoch=history.best_epoch + 1, train_time_s=round(train_time, 1),
-               device=device_label(device))
+               precision=history.precision, device=device_label(device))
     record = dict(row=row, history=history.as_dict(), settings=asdict(s), stand_in=stand_in)
     save_atomically(net.state_dict(), path.with_suffix(".pt"))  # for attention maps later
     save_atomically(json.dumps(record, indent=1), path)  # the "finished" mark, last
@@ -266,6 +267,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=None, help="default 128 (fast mode: 16)")
     p.add_argument("--lr", type=float, default=None, help="default 1e-3")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
+                   help="default auto: bf16 autocast where it measures faster for a model")
     p.add_argument("--subset", type=int, default=None, help="train on N images (default: all)")
     p.add_argument("--no-download", action="store_true", help="never download missing datasets")
     args = p.parse_args(argv)
@@ -274,7 +277,7 @@ def main(argv=None) -> int:
     device = config.setup(args.seed, args.device)
     try:
         settings = RunSettings.for_mode(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                        seed=args.seed, subset=args.subset)
+                                        seed=args.seed, subset=args.subset, precision=args.precision)
         rows = reproduce(args.datasets.split(","), args.models.split(","), args.out, settings,
                          device=device, download=not args.no_download)
     except (FileNotFoundError, ValueError) as e:

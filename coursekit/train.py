@@ -31,13 +31,58 @@ class History:
     best_val_acc: float = float("nan")  # the best of val_acc (the model holds those weights)
     best_epoch: int = -1  # index of that epoch, counted from 0
     interrupted: bool = False  # True when Ctrl-C stopped training early
+    precision: str = "fp32"  # "fp32", or "bf16" when the steps ran under bf16 autocast
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+_measured: dict = {}  # (model class, parameters, batch shape, threads) -> the faster precision on the CPU
+
+
+def _step_seconds(model: nn.Module, images: torch.Tensor, precision: str, steps: int = 3) -> float:
+    """Median seconds of one training step (forward, backward, SGD) after one warm-up step."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)
+    times = []
+    for i in range(steps + 1):
+        start = time.perf_counter()
+        with torch.autocast(images.device.type, torch.bfloat16, enabled=precision == "bf16"):
+            logits = model(images)
+        loss = nn.functional.cross_entropy(logits.float(), torch.zeros(len(images), dtype=torch.long))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if i:
+            times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def choose_precision(model: nn.Module, images: torch.Tensor, device) -> str:
+    """``"bf16"`` where bf16 autocast makes this model's training step at least 10% faster, else ``"fp32"``.
+
+    On CUDA: bf16 when the GPU supports it. On the CPU it is measured, on a copy of the model with
+    a batch like ``images`` [B, C, H, W], once per model shape and thread count: bf16 is about twice
+    as fast for convolutions on CPUs with bf16 instructions and no faster, or slower, for small
+    transformers. Torch's random state is left as it was, so a seeded run still repeats exactly.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type != "cpu":
+        return "fp32"
+    key = (type(model).__name__, sum(p.numel() for p in model.parameters()), tuple(images.shape),
+           torch.get_num_threads())
+    if key not in _measured:
+        with torch.random.fork_rng():
+            probe = copy.deepcopy(model).train()
+            fp32, bf16 = (_step_seconds(probe, images.cpu(), p) for p in ("fp32", "bf16"))
+        _measured[key] = "bf16" if bf16 < 0.9 * fp32 else "fp32"
+    return _measured[key]
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, device="auto") -> dict:
+def evaluate(model: nn.Module, loader, device="auto", precision: str = "fp32") -> dict:
     """``{"loss": mean cross-entropy, "acc": accuracy in [0, 1]}`` of ``model`` on ``loader``."""
     device = get_device(device)
     was_training = model.training
@@ -45,7 +90,8 @@ def evaluate(model: nn.Module, loader, device="auto") -> dict:
     total_loss, correct, count = 0.0, 0, 0
     for images, labels in loader:
         images, labels = images.to(device), labels.to(device)
-        logits = model(images)
+        with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
+            logits = model(images).float()
         total_loss += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
         correct += (logits.argmax(1) == labels).sum().item()
         count += len(labels)
@@ -77,7 +123,8 @@ def save_atomically(obj, path) -> None:
 
 def fit(model: nn.Module, train_loader, val_loader=None, epochs: int = 5, lr: float = 1e-3,
         device="auto", seed: int = 0, weight_decay: float = 0.05, label_smoothing: float = 0.0,
-        max_steps: int | None = None, checkpoint=None, progress: bool = True) -> History:
+        max_steps: int | None = None, checkpoint=None, progress: bool = True,
+        precision: str = "fp32") -> History:
     """Train ``model`` with AdamW and a one-cycle schedule; return its :class:`History`.
 
     Batches are ``images [B, C, H, W]``, ``labels [B]``. After each epoch the model is scored on
@@ -85,12 +132,20 @@ def fit(model: nn.Module, train_loader, val_loader=None, epochs: int = 5, lr: fl
     CPU run repeat exactly. ``max_steps`` caps the batches per epoch (fast mode). ``checkpoint``:
     a file written atomically after every epoch with the best weights and the history.
     Ctrl-C stops training and returns what was learned so far (``history.interrupted``).
+    ``precision``: "fp32"; "bf16" (autocast: faster convolutions on recent CPUs and GPUs); "auto"
+    picks the faster of the two for this model by measuring it (:func:`choose_precision`).
     """
     if epochs < 1:
         raise ValueError(f"epochs={epochs} must be at least 1")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not one of {PRECISIONS}")
     device = get_device(device)
     torch.manual_seed(seed)
     model.to(device)
+    if precision == "auto":
+        with torch.random.fork_rng():
+            images = next(iter(train_loader))[0].to(device)
+        precision = choose_precision(model, images, device)
     steps = len(train_loader) if max_steps is None else min(max_steps, len(train_loader))
     if steps == 0:
         raise ValueError("the training loader is empty: nothing to train on")
@@ -98,7 +153,8 @@ def fit(model: nn.Module, train_loader, val_loader=None, epochs: int = 5, lr: fl
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps,
                                                    pct_start=0.15)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-    history, best_state = History(), None
+    history, best_state = History(precision=precision), None
+    bf16 = precision == "bf16"
     bar = tqdm(total=epochs * steps, desc="training", unit="batch", disable=not progress)
     try:
         for epoch in range(epochs):
@@ -108,7 +164,9 @@ def fit(model: nn.Module, train_loader, val_loader=None, epochs: int = 5, lr: fl
                 if step == steps:
                     break
                 images, labels = images.to(device), labels.to(device)
-                loss = loss_fn(model(images), labels)
+                with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+                    logits = model(images)
+                loss = loss_fn(logits.float(), labels)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -119,7 +177,7 @@ def fit(model: nn.Module, train_loader, val_loader=None, epochs: int = 5, lr: fl
                                 refresh=False)  # drawn at the bar's own pace, not every batch
             history.train_loss.append(running / steps)
             if val_loader is not None:
-                scores = evaluate(model, val_loader, device)
+                scores = evaluate(model, val_loader, device, precision)
                 history.val_loss.append(scores["loss"])
                 history.val_acc.append(scores["acc"])
                 if not scores["acc"] <= history.best_val_acc:  # also true while best is nan

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from coursekit import config
+from coursekit import config, train
 from coursekit.data import get_loaders
 from coursekit.models import build_model
 from coursekit.train import evaluate, fit
@@ -131,3 +131,40 @@ def test_cnn_learns_real_mnist_in_two_epochs(real_root):
     model = build_model("cnn", "mnist")
     h = fit(model, train, val, epochs=2, lr=1e-3, device="cpu", progress=False)
     assert h.val_acc[-1] > 0.84
+
+
+def tiny_loader(n: int = 64):
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(n, 1, 28, 28, generator=g), torch.randint(10, (n,), generator=g))
+    return DataLoader(data, batch_size=16, shuffle=True)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_seeded_run_repeats_exactly_in_each_precision(precision):
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = build_model("cnn", "mnist")
+        history = fit(model, tiny_loader(), tiny_loader(), epochs=1, device="cpu", progress=False,
+                      precision=precision)
+        runs.append((history.train_loss, model.classifier[-1].weight.detach().clone()))
+        assert history.precision == precision
+    assert runs[0][0] == runs[1][0] and torch.equal(runs[0][1], runs[1][1])
+
+
+def test_auto_precision_measures_without_touching_the_random_state():
+    model, images = build_model("cnn", "mnist"), torch.randn(8, 1, 28, 28)
+    torch.manual_seed(3)
+    choice = train.choose_precision(model, images, "cpu")
+    after = torch.rand(1)
+    torch.manual_seed(3)
+    assert torch.equal(torch.rand(1), after) and choice in ("fp32", "bf16")
+    torch.manual_seed(0)
+    auto = fit(build_model("cnn", "mnist"), tiny_loader(), epochs=1, device="cpu", progress=False,
+               precision="auto")
+    torch.manual_seed(0)
+    fixed = fit(build_model("cnn", "mnist"), tiny_loader(), epochs=1, device="cpu", progress=False,
+                precision=auto.precision)
+    assert auto.train_loss == fixed.train_loss  # measuring changed nothing in the run
+    with pytest.raises(ValueError, match="precision='fp16' is not one of"):
+        fit(model, tiny_loader(), precision="fp16")
