@@ -205,7 +205,7 @@ def grade(path, timeout: float = 1800, total: float = 3600, tasks: dict | None =
                      "feedback": "task cell not found (deleted, or its metadata removed?)"}
         report_tasks.append({"title": task.title, **entry})
     auto = [t for t in report_tasks if t["status"] != "pending"]
-    return {"notebook": str(path), "score": round(sum(t["points"] for t in auto), 2),
+    return {"notebook": str(path), "score": hw.tidy(sum(t["points"] for t in auto)),
             "max_score": sum(t["max"] for t in auto),
             "pending": sum(t["max"] for t in report_tasks if t["status"] == "pending"),
             "fast_mode": is_fast(), "tasks": report_tasks}

@@ -61,10 +61,16 @@ class Task:
     fallback: str = ""
 
 
+def tidy(points: float) -> float | int:
+    """Points rounded to 2 decimals, as an int when whole (1.0 -> 1): what reports and the CSV show."""
+    points = round(points, 2)
+    return int(points) if points == int(points) else points
+
+
 def result(task: str, credit_: dict, tasks: dict | None = None) -> dict:
     """``{"task", "points", "max", "feedback"}``: a scorer's credit turned into the task's points."""
     points = (tasks or TASKS)[task].points
-    return {"task": task, "points": round(credit_["credit"] * points, 2), "max": points,
+    return {"task": task, "points": tidy(credit_["credit"] * points), "max": points,
             "feedback": credit_["feedback"]}
 
 
