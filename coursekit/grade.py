@@ -13,13 +13,15 @@ How it stays fair:
 - The submission runs in a separate kernel process (nbclient) on an in-memory copy; the file is
   only read. Every cell has a time limit (``--timeout``); a cell over it is interrupted (the
   kernel is restarted if it does not stop) and the notebook goes on; ``--total`` caps the whole run.
-- Task cells are found by their metadata ``{"coursekit": {"task": ...}}``. A task whose cell
+- The grader knows no task by name. It walks the notebook; task cells are found by their
+  metadata ``{"coursekit": {"task": ...}}`` and everything else about a task (points, collect
+  snippet, scorer) comes from the registry :data:`coursekit.homework.TASKS`. A task whose cell
   raises or times out gets zero; later tasks are still run and graded.
-- Points are never read from the kernel. After each task the grader injects its own snippet
-  (:mod:`coursekit.collect`) that only hands over the raw answer (tensors, numbers, weights)
-  through a file with a random name, read at once and loaded with
-  ``torch.load(weights_only=True)``. The grader's own copy of :mod:`coursekit.homework` scores it
-  here, against inputs chosen here: redefining the checks in the notebook changes nothing.
+- Points are never read from the kernel. After each task's last cell the grader injects the task's
+  collect snippet (wrapped by :mod:`coursekit.collect`), which only hands over the raw answer
+  (tensors, numbers, weights) through a file with a random name, read at once and loaded with
+  ``torch.load(weights_only=True)``. The grader's own copy of the registry scores it here, against
+  inputs chosen here: redefining the checks in the notebook changes nothing.
   (Limit: the kernel runs as the grader's user; grade untrusted work inside a container.)
 - The reflection is graded by hand: its points are reported as pending, not in the score.
 - A folder is graded one submission at a time, each by a worker process in a session of its own
