@@ -1,9 +1,10 @@
 """What the grader runs inside a submission's kernel: hand each task's raw answer over as plain data.
 
-The snippet for a task loads the grader's inputs, calls the learner's function or reads the
-learner's variable, turns the result into tensors, numbers, strings, lists and dicts (what
-``torch.load(weights_only=True)`` reads back), saves it to a file the grader chose, and removes
-itself from the kernel. No points are computed in the kernel: :mod:`coursekit.grade` scores the
+It knows no task by name: each task's snippet lives in the registry
+(:data:`coursekit.homework.TASKS`). The injected code loads the grader's inputs, runs the snippet
+(which calls the learner's function or reads the learner's variable), turns the answer into
+tensors, numbers, strings, lists and dicts (what ``torch.load(weights_only=True)`` reads back),
+saves it to a file the grader chose, and removes itself from the kernel. No points are computed in the kernel: :mod:`coursekit.grade` scores the
 answers in its own process.
 """
 
@@ -40,29 +41,16 @@ def _answer(name, call=None):
     except BaseException as e:
         return f"{type(e).__name__}: {e}"
 '''
-# What each task hands over. `_inputs` is what the grader sent; `_out` is written to the file.
-_COLLECT = {
-    "data": '''
-from coursekit.data import get_dataset
-_out = {"indices": _answer("examples_per_class",
-                           lambda f: f(get_dataset("fashion_mnist", train=False), _inputs["k"]))}''',
-    "patchify": '''
-_out = {"outputs": [_answer("patchify", lambda f: f(x.clone(), p)) for x, p in _inputs["cases"]]}''',
-    "config": '''
-_out = {"config": _answer("vit_config"), "n_patches": _answer("n_patches")}''',
-    "training": '''
-_out = {"vit": _answer("vit", lambda m: m.state_dict()), "cnn": _answer("cnn", lambda m: m.state_dict())}''',
-    "comparison": '''
-_out = {"rows": _answer("results")}''',
-    "attention": '''
-_out = {"index": _answer("miss_index"), "attention": _answer("miss_attention")}''',
-}
 
 
-def collector_source(task: str, inputs_path: str, out_path: str) -> str:
-    """The snippet injected after a task: load the grader's inputs, save the raw answer, leave no trace."""
-    body = _PRELUDE + _COLLECT[task] + f'''
-torch.save(_out, {out_path!r})'''  # torch: imported by the wrapper below
+def collector_source(snippet: str, inputs_path: str, out_path: str) -> str:
+    """The code injected after a task: load the grader's inputs, run ``snippet`` (it sets ``_out``),
+    save ``_out`` for the grader, and leave no name behind in the kernel.
+
+    snippet: a task's ``collect`` code from :data:`coursekit.homework.TASKS`; it may use
+    ``_answer(name, call=None)`` and ``_inputs``.
+    """
+    body = _PRELUDE + "\n" + snippet + f"\ntorch.save(_out, {out_path!r})"  # torch: imported below
     name = f"_grader_{secrets.token_hex(4)}"
     indented = "\n".join("    " + line for line in body.splitlines())
     return (f"def {name}():\n    import torch\n    _inputs = torch.load({inputs_path!r}, weights_only=True)\n"

@@ -3,31 +3,37 @@
 Usage::
 
     python -m coursekit.grade SUBMISSION.ipynb [--json REPORT.json] [--timeout 1800] [--total 3600]
-    python -m coursekit.grade FOLDER --csv grades.csv        # every .ipynb in FOLDER
+    python -m coursekit.grade FOLDER [--csv grades.csv] [--json all.json] [--regrade]
 
-The student version of the homework is made from the reference solution by
-``python scripts/make_student.py``.
+The student edition of the course (with the homework made from the reference solution) is
+written by ``python -m coursekit.release OUT``.
 
 How it stays fair:
 
 - The submission runs in a separate kernel process (nbclient) on an in-memory copy; the file is
   only read. Every cell has a time limit (``--timeout``); a cell over it is interrupted (the
   kernel is restarted if it does not stop) and the notebook goes on; ``--total`` caps the whole run.
-- Task cells are found by their metadata ``{"coursekit": {"task": ...}}``. A task whose cell
+- The grader knows no task by name. It walks the notebook; task cells are found by their
+  metadata ``{"coursekit": {"task": ...}}`` and everything else about a task (points, collect
+  snippet, scorer) comes from the registry :data:`coursekit.homework.TASKS`. A task whose cell
   raises or times out gets zero; later tasks are still run and graded.
-- Points are never read from the kernel. After each task the grader injects its own snippet
-  (:mod:`coursekit.collect`) that only hands over the raw answer (tensors, numbers, weights)
-  through a file with a random name, read at once and loaded with
-  ``torch.load(weights_only=True)``. The grader's own copy of :mod:`coursekit.homework` scores it
-  here, against inputs chosen here: redefining the checks in the notebook changes nothing.
+- Points are never read from the kernel. After each task's last cell the grader injects the task's
+  collect snippet (wrapped by :mod:`coursekit.collect`), which only hands over the raw answer
+  (tensors, numbers, weights) through a file with a random name, read at once and loaded with
+  ``torch.load(weights_only=True)``. The grader's own copy of the registry scores it here, against
+  inputs chosen here: redefining the checks in the notebook changes nothing.
   (Limit: the kernel runs as the grader's user; grade untrusted work inside a container.)
 - The reflection is graded by hand: its points are reported as pending, not in the score.
+- A folder is graded one submission at a time, each by a worker process in a session of its own
+  (its kernel in another), so a submission that kills its parent takes down only its worker: its
+  row says so. Each finished row is written to the CSV at once (atomically); a rerun skips the
+  submissions the CSV already holds unless ``--regrade``.
+- The kernel gets its environment passed in (:func:`kernel_env`); ``os.environ`` is not changed.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import os
@@ -45,13 +51,12 @@ from nbclient.util import run_sync
 
 from . import homework as hw
 from .collect import collector_source
-from .data import DATA_ENV
+from .config import DATA_ENV, is_fast
+from .scorers import credit
 
 _QUIET = logging.getLogger("coursekit.grade.kernel")  # nbclient's timeout messages: the report says it
 _QUIET.setLevel(logging.CRITICAL)
 
-FALLBACK_CONFIG = dict(patch_size=7, dim=64, depth=4, heads=4, dim_head=16, mlp_dim=128)
-DATA_K = 4  # images per class the data task is asked for
 
 class GradeError(Exception):
     """The grader itself could not run (missing or unreadable file)."""
@@ -82,8 +87,8 @@ def _error_of(cell) -> str | None:
 class _Runner:
     """Executes cells one by one in a kernel of its own, with per-cell and total limits."""
 
-    def __init__(self, nb, timeout: float, total: float, workdir: str):
-        self.nb, self.workdir = nb, workdir
+    def __init__(self, nb, timeout: float, total: float, workdir: str, env: dict):
+        self.nb, self.workdir, self.env = nb, workdir, env
         self.timeout, self.deadline = timeout, time.monotonic() + total
         self.replay: list = []  # cells that ran without error, run again in a restarted kernel
         self._start()
@@ -93,7 +98,7 @@ class _Runner:
                                      allow_errors=True, interrupt_on_timeout=False, record_timing=False,
                                      resources={"metadata": {"path": self.workdir}}, log=_QUIET)
         self.client.km = self.client.create_kernel_manager()
-        self.client.start_new_kernel()
+        self.client.start_new_kernel(env=self.env)  # jupyter_client starts it in a session of its own
         self.client.start_new_kernel_client()
 
     def close(self) -> None:
@@ -152,16 +157,28 @@ def _manual(cells) -> str:
     return f"answered ({words} words): grade by hand" if words >= 10 else "no answer written"
 
 
-def grade(path, timeout: float = 1800, total: float = 3600) -> dict:
-    """Grade one submission: ``{"notebook", "score", "max_score", "pending", "tasks": [...]}``."""
+def kernel_env(base=None) -> dict:
+    """The environment a submission's kernel gets: ``base`` (default: ours), the data folder made absolute."""
+    env = dict(os.environ if base is None else base)
+    if env.get(DATA_ENV):  # the kernel runs in another folder
+        env[DATA_ENV] = str(Path(env[DATA_ENV]).expanduser().resolve())
+    return env
+
+
+def grade(path, timeout: float = 1800, total: float = 3600, tasks: dict | None = None,
+          env: dict | None = None) -> dict:
+    """Grade one submission: ``{"notebook", "score", "max_score", "pending", "tasks": [...]}``.
+
+    tasks: the registry (default :data:`coursekit.homework.TASKS`); env: the kernel's environment
+    (default :func:`kernel_env`). This process's own ``os.environ`` is not changed.
+    """
+    tasks = hw.TASKS if tasks is None else tasks
     nb = read_notebook(path)
-    if os.environ.get(DATA_ENV):  # the kernel runs elsewhere: give it an absolute data folder
-        os.environ[DATA_ENV] = str(Path(os.environ[DATA_ENV]).resolve())
-    cells = {t: [c for c in nb.cells if _task(c) == t] for t in hw.TASKS}
+    cells = {t: [c for c in nb.cells if _task(c) == t] for t in tasks}
     results = {}
     with tempfile.TemporaryDirectory(prefix="coursekit-grade-") as workdir:
-        runner = _Runner(nb, timeout, total, workdir)
-        last = {id(cs[-1]): t for t, cs in cells.items() if cs}
+        runner = _Runner(nb, timeout, total, workdir, kernel_env() if env is None else env)
+        last = {id(cs[-1]): t for t, cs in cells.items() if cs and not tasks[t].manual}
         failed: dict[str, str] = {}
         context: dict = {}
         try:
@@ -170,93 +187,61 @@ def grade(path, timeout: float = 1800, total: float = 3600) -> dict:
                 if cell.cell_type != "code":
                     continue
                 why = runner.run(cell)
-                if why and task in hw.TASKS:
+                if why and task in tasks:
                     failed.setdefault(task, f"your cell: {why}")
                 if not why and not cell.get("metadata", {}).get("coursekit", {}).get("check"):
                     runner.replay.append(cell)  # what a restarted kernel needs to go on
                 if id(cell) in last:
-                    results[task] = _grade_task(task, failed.get(task), runner, context)
+                    results[task] = _grade_task(task, tasks, failed.get(task), runner, context)
         finally:
             runner.close()
     report_tasks = []
-    for task, (title, points, manual) in hw.TASKS.items():
-        if manual:
-            entry = {"task": task, "points": None, "max": points, "status": "pending",
-                     "feedback": _manual(cells[task]) if cells[task] else "answer cell not found"}
-        elif task in results:
-            entry = dict(results[task], status="graded")
+    for name, task in tasks.items():
+        if task.manual:
+            entry = {"task": name, "points": None, "max": task.points, "status": "pending",
+                     "feedback": _manual(cells[name]) if cells[name] else "answer cell not found"}
+        elif name in results:
+            entry = dict(results[name], status="graded")
         else:
-            entry = {"task": task, "points": 0, "max": points, "status": "missing",
+            entry = {"task": name, "points": 0, "max": task.points, "status": "missing",
                      "feedback": "task cell not found (deleted, or its metadata removed?)"}
-        report_tasks.append({"title": title, **entry})
+        report_tasks.append({"title": task.title, **entry})
     auto = [t for t in report_tasks if t["status"] != "pending"]
-    return {"notebook": str(path), "score": sum(t["points"] for t in auto),
+    return {"notebook": str(path), "score": hw.tidy(sum(t["points"] for t in auto)),
             "max_score": sum(t["max"] for t in auto),
             "pending": sum(t["max"] for t in report_tasks if t["status"] == "pending"),
-            "fast_mode": hw.is_fast(), "tasks": report_tasks}
+            "fast_mode": is_fast(), "tasks": report_tasks}
 
 
-def _grade_task(task: str, failure: str | None, runner: _Runner, context: dict) -> dict:
+def _grade_task(name: str, tasks: dict, failure: str | None, runner: _Runner, context: dict) -> dict:
+    task = tasks[name]
     if failure:
-        result = hw._result(task, 0, [failure])
+        outcome = credit(0, [failure])
     else:
         try:
-            result = _collect_and_score(task, runner, context)
+            outcome = _collect_and_score(task, runner, context)
         except Exception as error:  # a bug or missing data on the grader's side: say so, go on
-            result = hw._result(task, 0, [f"grader error: {type(error).__name__}: {error}"])
-    if task == "config" and result["points"] == 0:  # later tasks still get a configuration
-        fallback = nbformat.v4.new_code_cell(f"vit_config = {FALLBACK_CONFIG!r}")
-        if not runner.run(fallback, 30):
-            runner.replay.append(fallback)
-        result["feedback"] += "; later tasks ran with the fallback vit_config"
-    return result
+            outcome = credit(0, [f"grader error: {type(error).__name__}: {error}"])
+    if task.fallback and outcome["credit"] == 0:  # later tasks still get what they need
+        cell = nbformat.v4.new_code_cell(task.fallback)
+        if not runner.run(cell, 30):
+            runner.replay.append(cell)
+        outcome["feedback"] += f"; later tasks ran with: {task.fallback}"
+    return hw.result(name, outcome, tasks)
 
 
-def _collect_and_score(task: str, runner: _Runner, context: dict) -> dict:
+def _collect_and_score(task: hw.Task, runner: _Runner, context: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="coursekit-") as tmp:
         token = secrets.token_hex(8)
-        inputs = {"k": DATA_K, "cases": hw.patchify_cases(secrets.randbelow(1 << 30))}
+        inputs = task.inputs() if task.inputs else {}
         inputs_path, out_path = Path(tmp, f"in-{token}.pt"), Path(tmp, f"out-{token}.pt")
-        torch.save(inputs if task in ("data", "patchify") else {}, inputs_path)
-        cell = nbformat.v4.new_code_cell(collector_source(task, str(inputs_path), str(out_path)))
+        torch.save(inputs, inputs_path)
+        cell = nbformat.v4.new_code_cell(collector_source(task.collect, str(inputs_path), str(out_path)))
         why = runner.run(cell, min(runner.timeout, 300))
         if why or not out_path.exists():
-            return hw._result(task, 0, [f"could not read your answer: {why or 'no answer was handed over'}"])
-        payload = torch.load(out_path, weights_only=True)  # read at once; plain data only
-    return _score(task, payload, inputs, context)
-
-
-def _score(task: str, payload: dict, inputs: dict, context: dict) -> dict:
-    def error_text(value):
-        return value if isinstance(value, str) else None
-
-    if task == "data":
-        if error_text(payload["indices"]):
-            return hw._result(task, 0, [f"examples_per_class: {payload['indices']}"])
-        return hw.score_data(payload["indices"], hw.test_targets(), inputs["k"])
-    if task == "patchify":
-        return hw.score_patchify(inputs["cases"], payload["outputs"])
-    if task == "config":
-        context["config"] = payload["config"]
-        return hw.score_config(payload["config"], payload["n_patches"])
-    if task == "training":
-        config = context.get("config")
-        if not isinstance(config, dict) or hw.score_config(config, None)["points"] == 0:
-            config = FALLBACK_CONFIG
-        states = [payload[k] for k in ("vit", "cnn")]
-        models, errors = hw.load_models(config, *[s if isinstance(s, dict) else None for s in states])
-        errors = [f"{n}: {s}" for n, s in zip(("vit", "cnn"), states) if isinstance(s, str)] or errors
-        context["models"] = models
-        context["test"] = hw.loaders()[2]
-        context["measured"] = hw.measure(models, context["test"]) if models else {}
-        return hw.score_training(context["measured"], errors)
-    if task == "comparison":
-        return hw.score_comparison(payload["rows"], context.get("measured", {}))
-    if task == "attention":
-        vit = context.get("models", {}).get("ViT")
-        test = context.get("test") or hw.loaders()[2]
-        return hw.score_attention(payload["index"], payload["attention"], vit, test.dataset)
-    raise ValueError(f"unknown task {task!r}")
+            return credit(0, [f"could not read your answer: {why or 'no answer was handed over'}"])
+        answer = torch.load(out_path, weights_only=True)  # read at once; plain data only
+    return task.score(answer, inputs, context)
 
 
 # --- command line ------------------------------------------------------------------------------------
@@ -273,11 +258,21 @@ def format_report(report: dict) -> str:
     return "\n".join(rows)
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file: a reader sees the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m coursekit.grade", description=__doc__.split("\n")[0])
     parser.add_argument("notebook", help="a submitted .ipynb, or a folder of them")
     parser.add_argument("--json", help="write the report(s) as JSON to this file")
-    parser.add_argument("--csv", help="folder mode: write a summary CSV (one row per submission)")
+    parser.add_argument("--csv", help="folder mode: the summary CSV, one row per submission "
+                                      "(default FOLDER/grades.csv)")
+    parser.add_argument("--regrade", action="store_true",
+                        help="folder mode: grade again the submissions the CSV already holds")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds allowed per cell (default 1800)")
     parser.add_argument("--total", type=float, default=3600, help="seconds allowed per notebook (default 3600)")
     args = parser.parse_args(argv)
@@ -285,37 +280,18 @@ def main(argv=None) -> int:
     target = Path(args.notebook)
     try:
         if target.is_dir():
-            paths = sorted(p for p in target.glob("*.ipynb") if p.is_file())
-            if not paths:
-                raise GradeError(f"{target}: no .ipynb files in this folder")
-        else:
-            read_notebook(target)  # fail early with a clear message
-            paths = [target]
-        reports = []
-        for path in paths:
-            try:
-                reports.append(grade(path, args.timeout, args.total))
-            except GradeError as error:  # one bad file in a folder: report it, grade the rest
-                if len(paths) == 1:
-                    raise
-                reports.append({"notebook": str(path), "error": str(error)})
-            print(format_report(reports[-1]) if "error" not in reports[-1] else f"{path}: {reports[-1]['error']}")
-            print()
+            from .batch import grade_folder  # it starts workers that run this module
+
+            grade_folder(target, args)
+            return 0
+        read_notebook(target)  # fail early with a clear message
+        report = grade(target, args.timeout, args.total)
     except GradeError as error:
         print(f"coursekit.grade: error: {error}", file=sys.stderr)
         return 2
+    print(format_report(report))
     if args.json:
-        Path(args.json).write_text(json.dumps(reports[0] if len(reports) == 1 and not target.is_dir()
-                                              else reports, indent=2) + "\n")
-    if args.csv:
-        with open(args.csv, "w", newline="") as f:
-            out = csv.writer(f)
-            out.writerow(["notebook", "score", "max_score", "pending", *hw.TASKS, "error"])
-            for r in reports:
-                points = {t["task"]: t["points"] for t in r.get("tasks", [])}
-                out.writerow([r["notebook"], r.get("score", ""), r.get("max_score", ""), r.get("pending", ""),
-                              *["pending" if points.get(t, 0) is None else points.get(t, "") for t in hw.TASKS],
-                              r.get("error", "")])
+        write_atomically(Path(args.json), json.dumps(report, indent=2) + "\n")
     return 0
 
 

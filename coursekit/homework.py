@@ -1,46 +1,77 @@
-"""The Fashion-MNIST homework (notebook 04): its fixed data, its tasks, and the checks that score them.
+"""The Fashion-MNIST homework (notebook 04): its fixed data, its task registry, and the in-notebook checks.
 
-Every task has a *scorer* (``score_*``) that works on plain answers: tensors, numbers, dicts and
-weights. The notebook calls the ``check_*`` functions after each task: they run the learner's
-answer, score it with the same scorer and print feedback ("expected shape [3, 16, 49], got
-[3, 49, 16]") without showing the solution. Those in-notebook points are only a guide: the grader
-(:mod:`coursekit.grade`) collects the raw answers from the submission's kernel and scores them
+Each task is one entry of :data:`TASKS`: its title, its points, whether it is graded by hand, the
+snippet the grader runs in the submission's kernel to collect the raw answer, and the function that
+scores that answer (with :mod:`coursekit.scorers`). The grader (:mod:`coursekit.grade`) knows no
+task by name: adding a task is one entry here, plus its cells in the notebook.
+
+The notebook calls the ``check_*`` functions after each task: they score the learner's answer with
+the same scorers and print feedback ("expected shape [3, 16, 49], got [3, 49, 16]") without showing
+the solution. Those points are only a guide: the grader collects the raw answers and scores them
 again in its own process, so nothing the submission redefines can change its score.
 """
 
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
-from einops import rearrange
 
-from .bench import count_parameters
-from .config import fast_or, is_fast
-from .data import dataset_info, get_dataset, get_loaders
+from .bench import count_parameters, inference_time_ms
+from .config import fast_or
+from .data import get_dataset, get_loaders
 from .models import build_model
+from .scorers import (ACC_TOLERANCE, CLASSES, DATASET, MIN_PATCHES, PARAM_BUDGET, credit,  # noqa: F401
+                      patchify_cases, reference_patchify, score_attention, score_comparison, score_config,
+                      score_data, score_patchify, score_training, vit_problem)
 from .train import evaluate
 
-DATASET = "fashion_mnist"
-CLASSES = dataset_info(DATASET).classes
-# task id -> (title, points, graded by hand)
-TASKS = {
-    "data": ("Examples of each class", 1, False),
-    "patchify": ("patchify: image -> sequence of patches", 2, False),
-    "config": ("A valid ViT configuration", 2, False),
-    "training": ("Train the ViT and the CNN", 2, False),
-    "comparison": ("Comparison table", 2, False),
-    "attention": ("Attention of a misclassified image", 2, False),
-    "reflection": ("Written reflection", 3, True),
-}
-PARAM_BUDGET = 1_199_882  # the ViT may have at most as many parameters as the course's CNN
-MIN_PATCHES = 16
-THRESHOLDS = {"ViT": 0.90, "CNN": 0.91}  # test accuracy needed outside fast mode
-FAST_THRESHOLD = 0.15  # fast mode trains for a few steps: only "better than chance" is asked
+THRESHOLDS = {"ViT": 0.90, "CNN": 0.91}  # test accuracy for all of a model's training points
+FLOORS = {"ViT": 0.85, "CNN": 0.88}  # at or below: none of them; in between: a straight line
+FAST_THRESHOLDS = {"ViT": 0.15, "CNN": 0.15}  # fast mode trains a few steps: "better than chance"
+FAST_FLOORS = {"ViT": 0.10, "CNN": 0.10}
 FAST_SUBSET = 2000  # images used in fast mode (CI), see coursekit.data.get_loaders(subset=...)
-ACC_TOLERANCE = 0.005  # a reported accuracy may differ this much from the grader's measurement
+DATA_K = 4  # images per class the grader asks examples_per_class for
+FALLBACK_CONFIG = dict(patch_size=7, dim=64, depth=4, heads=4, dim_head=16, mlp_dim=128)
 ANSWER_PLACEHOLDER = "_Your answer here._"  # what the student version shows in a written answer
 RESULTS: dict = {}  # in-notebook points of the check cells: a guide for the learner, not a grade
+
+
+@dataclass(frozen=True)
+class Task:
+    """One homework task, everything about it in one place.
+
+    collect: Python run in the submission's kernel (see :mod:`coursekit.collect`): it sets ``_out``
+        to a dict of plain data, with ``_answer(name, call=None)`` to read a learner's variable and
+        ``_inputs`` holding what ``inputs()`` returned.
+    score: ``(answer, inputs, context) -> {"credit", "feedback"}`` in the grader's process; ``context``
+        is a dict shared by the tasks of one submission, in notebook order.
+    inputs: ``() -> dict`` of fresh inputs for the kernel (tensors, numbers), or None.
+    fallback: code run in the kernel when the task earns nothing, so that later tasks can still run.
+    """
+
+    title: str
+    points: float
+    collect: str = ""
+    score: Callable | None = None
+    inputs: Callable | None = None
+    manual: bool = False
+    fallback: str = ""
+
+
+def tidy(points: float) -> float | int:
+    """Points rounded to 2 decimals, as an int when whole (1.0 -> 1): what reports and the CSV show."""
+    points = round(points, 2)
+    return int(points) if points == int(points) else points
+
+
+def result(task: str, credit_: dict, tasks: dict | None = None) -> dict:
+    """``{"task", "points", "max", "feedback"}``: a scorer's credit turned into the task's points."""
+    points = (tasks or TASKS)[task].points
+    return {"task": task, "points": tidy(credit_["credit"] * points), "max": points,
+            "feedback": credit_["feedback"]}
 
 
 def loaders(batch_size: int = 128, augment: bool = False):
@@ -54,100 +85,6 @@ def loaders(batch_size: int = 128, augment: bool = False):
 def test_targets() -> torch.Tensor:
     """Labels [10000] of the full Fashion-MNIST test set."""
     return torch.as_tensor(get_dataset(DATASET, train=False).targets)
-
-
-def _shape(x) -> str:
-    return str(list(x.shape)) if isinstance(x, torch.Tensor) else type(x).__name__
-
-
-def _result(task: str, points: float, feedback: list[str]) -> dict:
-    return {"task": task, "points": points, "max": TASKS[task][1], "feedback": "; ".join(feedback)}
-
-
-# --- scorers: plain answers in, {"task", "points", "max", "feedback"} out ---------------------------
-
-def score_data(indices, targets, k: int) -> dict:
-    """indices: [10, k] dataset indices, row c holding images of class c; targets: [N] labels."""
-    if not isinstance(indices, torch.Tensor) or indices.dim() != 2 or indices.dtype.is_floating_point:
-        return _result("data", 0, [f"expected an integer tensor of shape [10, {k}], got {_shape(indices)}"])
-    if tuple(indices.shape) != (10, k):
-        return _result("data", 0, [f"expected shape [10, {k}] (classes x examples), got {_shape(indices)}"])
-    if indices.min() < 0 or indices.max() >= len(targets):
-        return _result("data", 0, [f"indices must lie in [0, {len(targets) - 1}]"])
-    labels = torch.as_tensor(targets)[indices]
-    for c in range(10):
-        wrong = labels[c][labels[c] != c]
-        if len(wrong):
-            got = int(wrong[0])
-            return _result("data", 0, [f"row {c} should hold only '{CLASSES[c]}' ({c}) but holds "
-                                       f"'{CLASSES[got]}' ({got}): select by dataset.targets == c"])
-    if any(len(set(row.tolist())) < k for row in indices):
-        return _result("data", 0, ["a row repeats an image: pick k different images per class"])
-    return _result("data", 1, ["all 10 rows hold images of their class"])
-
-
-def patchify_cases(seed: int) -> list:
-    """Random test inputs ``[(images [B, 1, 28, 28], patch_size), ...]`` with non-trivial values."""
-    g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(3, 1, 28, 28, generator=g), p) for p in (7, 4, 14)]
-
-
-def reference_patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """The answer patchify must give: [B, C, H, W] -> [B, N, p*p*C], patches row by row (as vit-pytorch)."""
-    return rearrange(images, "b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=patch_size, p2=patch_size)
-
-
-def score_patchify(cases, outputs) -> dict:
-    """outputs[i]: what patchify returned for cases[i] (or an error message string)."""
-    shapes_ok = values_ok = True
-    feedback = []
-    for (images, p), out in zip(cases, outputs):
-        want = reference_patchify(images, p)
-        if isinstance(out, str):
-            return _result("patchify", 0, [f"patchify(images {_shape(images)}, {p}) raised {out}"])
-        if not isinstance(out, torch.Tensor) or out.shape != want.shape:
-            shapes_ok = values_ok = False
-            hint = ""
-            if isinstance(out, torch.Tensor) and out.shape == want.transpose(1, 2).shape:
-                hint = " (axes swapped? the patches come second, their pixels last)"
-            feedback.append(f"patch_size={p}: expected shape {list(want.shape)}, got {_shape(out)}{hint}")
-        elif not torch.allclose(out.float(), want, atol=1e-5):
-            values_ok = False
-            if torch.allclose(out.float().sort(-1).values, want.sort(-1).values, atol=1e-5):
-                why = "each patch has the right pixels in the wrong order (flatten each patch row by row)"
-            else:
-                why = "patches are in the wrong order or mix pixels of different patches (go row by row)"
-            feedback.append(f"patch_size={p}: shape right, values wrong: {why}")
-    if shapes_ok and values_ok:
-        feedback.append(f"shapes and values right for patch sizes {[p for _, p in cases]}")
-    elif shapes_ok:
-        feedback.insert(0, "shapes right (1 point)")
-    return _result("patchify", int(shapes_ok) + int(values_ok), feedback)
-
-
-def score_config(config, n_patches) -> dict:
-    """config: keyword overrides for build_model("vit", "fashion_mnist"); n_patches: the learner's count."""
-    if not isinstance(config, dict) or "patch_size" not in config:
-        return _result("config", 0, ["vit_config must be a dict of settings with at least 'patch_size'"])
-    try:
-        params = count_parameters(build_model("vit", DATASET, **config))
-    except Exception as error:  # the learner's settings: any failure is feedback, not a crash
-        return _result("config", 0, [f"build_model('vit', 'fashion_mnist', **vit_config) failed: "
-                                     f"{type(error).__name__}: {error}"])
-    patches = (28 // config["patch_size"]) ** 2
-    points, feedback = 0, []
-    if patches < MIN_PATCHES:
-        feedback.append(f"{patches} patches is fewer than {MIN_PATCHES}: choose a smaller patch_size")
-    elif params > PARAM_BUDGET:
-        feedback.append(f"{params:,} parameters is over the budget of {PARAM_BUDGET:,}")
-    else:
-        points += 1
-        feedback.append(f"valid: {patches} patches, {params:,} parameters")
-    if isinstance(n_patches, int) and not isinstance(n_patches, bool) and n_patches == patches:
-        points += 1
-    else:
-        feedback.append(f"n_patches={n_patches!r} is not the number of patches of your configuration")
-    return _result("config", points, feedback)
 
 
 def load_models(config, vit_state, cnn_state):
@@ -164,94 +101,92 @@ def load_models(config, vit_state, cnn_state):
     return models, errors
 
 
-def measure(models: dict, test_loader) -> dict:
-    """``{name: {"acc": test accuracy, "params": parameter count}}`` measured here, not reported."""
-    return {name: {"acc": evaluate(m, test_loader, next(m.parameters()).device)["acc"],
-                   "params": count_parameters(m)} for name, m in models.items()}
+def measure(models: dict, test_loader, times: bool = True) -> dict:
+    """``{name: {"acc", "params", "ms"}}`` measured here, not reported (ms: one image, batch 1)."""
+    out = {}
+    for name, m in models.items():
+        device = next(m.parameters()).device
+        out[name] = {"acc": evaluate(m, test_loader, device)["acc"], "params": count_parameters(m)}
+        if times:
+            out[name]["ms"] = inference_time_ms(m, (1, 28, 28), batch_size=1, device=device, min_run_time=0.2)
+    return out
 
 
-def score_training(measured: dict, errors: list[str]) -> dict:
-    """measured: from :func:`measure`. One point per model that reaches its threshold."""
-    points, feedback = 0, list(errors)
-    for name, target in THRESHOLDS.items():
-        if name not in measured:
-            continue
-        target = FAST_THRESHOLD if is_fast() else target
-        acc = measured[name]["acc"]
-        ok = acc >= target
-        points += ok
-        feedback.append(f"{name} test accuracy {acc:.4f} {'>=' if ok else '<'} {target:.2f}")
-    return _result("training", points, feedback)
+def training_targets() -> tuple[dict, dict]:
+    """``(targets, floors)`` of the training task: the real ones, or fast mode's."""
+    return fast_or(THRESHOLDS, FAST_THRESHOLDS), fast_or(FLOORS, FAST_FLOORS)
 
 
-def score_comparison(rows, measured: dict) -> dict:
-    """rows: [{"model", "test_acc", "params", "ms_per_image"}, ...] as reported by the learner."""
-    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        return _result("comparison", 0, ["results must be a list of dicts, one per model"])
-    by_model = {r.get("model"): r for r in rows}
-    if set(by_model) != {"ViT", "CNN"}:
-        return _result("comparison", 0, [f"expected rows for models 'ViT' and 'CNN', got {sorted(map(str, by_model))}"])
-    params_ok = acc_ok = True
-    feedback = []
-    for name, row in by_model.items():
-        ms = row.get("ms_per_image")
-        if not isinstance(ms, (int, float)) or not 0 < ms < 10_000 or isinstance(ms, bool):
-            acc_ok = False
-            feedback.append(f"{name}: ms_per_image={ms!r} should be a positive time in milliseconds")
-        if name not in measured:
-            params_ok = acc_ok = False
-            feedback.append(f"{name}: no trained model to compare with")
-            continue
-        real = measured[name]
-        if row.get("params") != real["params"]:
-            params_ok = False
-            feedback.append(f"{name}: params={row.get('params')!r}, but the model has {real['params']:,}")
-        acc = row.get("test_acc")
-        if not isinstance(acc, (int, float)) or not 0 <= acc <= 1:
-            acc_ok = False
-            feedback.append(f"{name}: test_acc={acc!r} should be a fraction in [0, 1]")
-        elif abs(acc - real["acc"]) > ACC_TOLERANCE:
-            acc_ok = False
-            feedback.append(f"{name}: test_acc={acc:.4f}, but the model scores {real['acc']:.4f} on the test set")
-    if params_ok and acc_ok:
-        feedback.append("parameters, accuracies and times are consistent with the models")
-    return _result("comparison", int(params_ok) + int(acc_ok), feedback)
+# --- how the grader scores each collected answer -----------------------------------------------------
+
+def _failed(value) -> str | None:
+    return value if isinstance(value, str) else None  # the collector hands an error over as a string
 
 
-def score_attention(index, attention, vit, test_set) -> dict:
-    """index: a test-set index the ViT gets wrong; attention: [1, layers, heads, N+1, N+1] for that image."""
-    from .viz import attention_maps
+def _grade_data(answer, inputs, context):
+    if _failed(answer["indices"]):
+        return credit(0, [f"examples_per_class: {answer['indices']}"])
+    return score_data(answer["indices"], test_targets(), inputs["k"])
 
-    if vit is None:
-        return _result("attention", 0, ["no trained ViT to check against"])
-    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(test_set):
-        return _result("attention", 0, [f"miss_index={index!r} must be an int index into the test set"])
-    image, label = test_set[index]
-    want = attention_maps(vit, image.unsqueeze(0))
-    points, feedback = 0, []
-    with torch.no_grad():
-        predicted = int(vit(image.unsqueeze(0)).argmax(1))
-    if predicted != label:
-        points += 1
-    else:
-        feedback.append(f"test image {index} is classified correctly ({CLASSES[label]}): pick a misclassified one")
-    if not isinstance(attention, torch.Tensor) or attention.shape != want.shape:
-        feedback.append(f"expected attention of shape {list(want.shape)} "
-                        f"[batch, layers, heads, tokens, tokens], got {_shape(attention)}")
-    elif not torch.allclose(attention.float(), want, atol=1e-4):
-        feedback.append("the attention does not belong to this image and model: use attention_maps(vit, image)")
-    else:
-        points += 1
-    if points == 2:
-        feedback.append(f"image {index}: a {CLASSES[label]} taken for a {CLASSES[predicted]}")
-    return _result("attention", points, feedback)
+
+def _grade_config(answer, inputs, context):
+    context["config"] = answer["config"]
+    return score_config(answer["config"], answer["n_patches"])
+
+
+def _grade_training(answer, inputs, context):
+    config = context.get("config")
+    if vit_problem(config):
+        config = FALLBACK_CONFIG
+    states = [answer[k] for k in ("vit", "cnn")]
+    models, errors = load_models(config, *[s if isinstance(s, dict) else None for s in states])
+    errors = [f"{n}: {s}" for n, s in zip(("vit", "cnn"), states) if _failed(s)] or errors
+    context["models"], context["test"] = models, loaders()[2]
+    context["measured"] = measure(models, context["test"]) if models else {}
+    return score_training(context["measured"], errors, *training_targets())
+
+
+def _grade_attention(answer, inputs, context):
+    test = context.get("test") or loaders()[2]
+    return score_attention(answer["index"], answer["attention"], context.get("models", {}).get("ViT"),
+                           test.dataset)
+
+
+TASKS: dict[str, Task] = {
+    "data": Task(
+        "Examples of each class", 1, inputs=lambda: {"k": DATA_K}, score=_grade_data,
+        collect='from coursekit.data import get_dataset\n'
+                '_out = {"indices": _answer("examples_per_class", '
+                'lambda f: f(get_dataset("fashion_mnist", train=False), _inputs["k"]))}'),
+    "patchify": Task(
+        "patchify: image -> sequence of patches", 2,
+        inputs=lambda: {"cases": patchify_cases(secrets.randbelow(1 << 30))},
+        score=lambda answer, inputs, context: score_patchify(inputs["cases"], answer["outputs"]),
+        collect='_out = {"outputs": [_answer("patchify", lambda f: f(x.clone(), p)) for x, p in _inputs["cases"]]}'),
+    "config": Task(
+        "A valid ViT configuration", 2, score=_grade_config,
+        collect='_out = {"config": _answer("vit_config"), "n_patches": _answer("n_patches")}',
+        fallback=f"vit_config = {FALLBACK_CONFIG!r}"),
+    "training": Task(
+        "Train the ViT and the CNN", 2, score=_grade_training,
+        collect='_out = {"vit": _answer("vit", lambda m: m.state_dict()), '
+                '"cnn": _answer("cnn", lambda m: m.state_dict())}'),
+    "comparison": Task(
+        "Comparison table", 2, collect='_out = {"rows": _answer("results")}',
+        score=lambda answer, inputs, context: score_comparison(answer["rows"], context.get("measured", {}))),
+    "attention": Task(
+        "Attention of a misclassified image", 2, score=_grade_attention,
+        collect='_out = {"index": _answer("miss_index"), "attention": _answer("miss_attention")}'),
+    "reflection": Task("Written reflection", 3, manual=True),
+}
 
 
 # --- checks the notebook calls: run the answer, score it, print feedback ----------------------------
 
-def _report(result: dict) -> None:
-    RESULTS[result["task"]] = result
-    print(f"[{result['task']}] {result['points']}/{result['max']} points: {result['feedback']}")
+def _report(task: str, credit_: dict) -> None:
+    RESULTS[task] = result(task, credit_)
+    r = RESULTS[task]
+    print(f"[{task}] {r['points']:g}/{r['max']:g} points: {r['feedback']}")
 
 
 def _error(error: BaseException) -> str:
@@ -263,8 +198,8 @@ def check_data(fn, dataset, k: int = 4) -> None:
     try:
         indices = fn(dataset, k)
     except Exception as error:
-        return _report(_result("data", 0, [f"your function raised {_error(error)}"]))
-    return _report(score_data(indices, dataset.targets, k))
+        return _report("data", credit(0, [f"your function raised {_error(error)}"]))
+    return _report("data", score_data(indices, dataset.targets, k))
 
 
 def check_patchify(fn) -> None:
@@ -275,30 +210,30 @@ def check_patchify(fn) -> None:
             outputs.append(fn(images.clone(), p))
         except Exception as error:
             outputs.append(_error(error))
-    return _report(score_patchify(cases, outputs))
+    return _report("patchify", score_patchify(cases, outputs))
 
 
 def check_config(config, n_patches) -> None:
-    return _report(score_config(config, n_patches))
+    return _report("config", score_config(config, n_patches))
 
 
 def check_training(vit, cnn, test_loader) -> None:
-    measured = measure({"ViT": vit, "CNN": cnn}, test_loader)
-    return _report(score_training(measured, []))
+    measured = measure({"ViT": vit, "CNN": cnn}, test_loader, times=False)
+    return _report("training", score_training(measured, [], *training_targets()))
 
 
 def check_comparison(rows, vit, cnn, test_loader) -> None:
-    return _report(score_comparison(rows, measure({"ViT": vit, "CNN": cnn}, test_loader)))
+    return _report("comparison", score_comparison(rows, measure({"ViT": vit, "CNN": cnn}, test_loader)))
 
 
 def check_attention(index, attention, vit, test_set) -> None:
-    return _report(score_attention(index, attention, vit, test_set))
+    return _report("attention", score_attention(index, attention, vit, test_set))
 
 
 def summary() -> str:
     """The in-notebook points so far (a guide; the grader scores again on its own)."""
-    auto = {t: v for t, v in TASKS.items() if not v[2]}
+    auto = {t: task for t, task in TASKS.items() if not task.manual}
     got = sum(RESULTS[t]["points"] for t in auto if t in RESULTS)
-    manual = sum(v[1] for v in TASKS.values() if v[2])
-    return (f"{got}/{sum(v[1] for v in auto.values())} automatic points "
-            f"(+ {manual} points for the reflection, graded by hand)")
+    manual = sum(task.points for task in TASKS.values() if task.manual)
+    return (f"{got:g}/{sum(task.points for task in auto.values()):g} automatic points "
+            f"(+ {manual:g} points for the reflection, graded by hand)")

@@ -1,25 +1,18 @@
-"""The homework's scorers (coursekit.homework) and the student-version generator, without a kernel."""
+"""The homework's scorers at the real thresholds (not fast mode's), its registry, and its checks.
 
-import importlib.util
-from pathlib import Path
+Every scorer has a test in which a wrong answer earns less than full credit: a scorer that
+returned full credit unconditionally would fail it.
+"""
 
-import nbformat
 import pytest
 import torch
 from torch.nn import functional as F
 
 from coursekit import homework as hw
+from coursekit import scorers as sc
+from coursekit.models import build_model
 
-ROOT = Path(__file__).resolve().parent.parent
-SOLUTION = ROOT / "notebooks" / "solutions" / "04_fashion_mnist_homework.ipynb"
-STUDENT = ROOT / "notebooks" / "04_fashion_mnist_homework.ipynb"
-
-
-def load_make_student():
-    spec = importlib.util.spec_from_file_location("make_student", ROOT / "scripts" / "make_student.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+GOOD_CONFIG = dict(patch_size=7, dim=64, depth=4, heads=4, dim_head=16, mlp_dim=128)
 
 
 def test_reference_patchify_matches_unfold():
@@ -34,46 +27,127 @@ def test_reference_patchify_matches_unfold():
 def test_score_patchify_points_and_feedback():
     cases = hw.patchify_cases(0)
     right = [hw.reference_patchify(x, p) for x, p in cases]
-    assert hw.score_patchify(cases, right)["points"] == 2
-    swapped = hw.score_patchify(cases, [r.transpose(1, 2) for r in right])
-    assert swapped["points"] == 0
+    assert sc.score_patchify(cases, right)["credit"] == 1
+    swapped = sc.score_patchify(cases, [r.transpose(1, 2) for r in right])  # the transpose loses
+    assert swapped["credit"] == 0
     assert "expected shape [3, 16, 49], got [3, 49, 16]" in swapped["feedback"]
-    # right shape, pixels inside each patch in column order: one point and a precise hint
+    # right shape, pixels inside each patch in column order: half the credit and a precise hint
     columns = [x.reshape(3, 1, 28 // p, p, 28 // p, p).permute(0, 2, 4, 5, 3, 1).reshape(r.shape)
                for (x, p), r in zip(cases, right)]
-    result = hw.score_patchify(cases, columns)
-    assert result["points"] == 1 and "wrong order" in result["feedback"]
-    assert hw.score_patchify(cases, ["NotImplementedError: x"] * 3)["points"] == 0
+    result = sc.score_patchify(cases, columns)
+    assert result["credit"] == 0.5 and "wrong order" in result["feedback"]
+    assert sc.score_patchify(cases, ["NotImplementedError: x"] * 3)["credit"] == 0
+    assert "expected 3 outputs, got str" in sc.score_patchify(cases, "oops")["feedback"]  # wrong type
 
 
 def test_score_config():
-    good = dict(patch_size=7, dim=64, depth=4, heads=4, dim_head=16, mlp_dim=128)
-    assert hw.score_config(good, 16)["points"] == 2
-    assert hw.score_config(good, 49)["points"] == 1
-    assert hw.score_config(dict(good, patch_size=14), 4)["points"] == 1  # 4 patches: too few
-    assert "does not divide" in hw.score_config(dict(good, patch_size=5), 16)["feedback"]
-    assert "over the budget" in hw.score_config(dict(good, dim=512, mlp_dim=2048), 16)["feedback"]
-    assert hw.score_config("not a dict", 16)["points"] == 0
+    assert sc.score_config(GOOD_CONFIG, 16)["credit"] == 1
+    assert sc.score_config(GOOD_CONFIG, 49)["credit"] == 0.5  # wrong count
+    assert sc.score_config(GOOD_CONFIG, 16.0)["credit"] == 0.5  # a float is not a count
+    assert sc.score_config(dict(GOOD_CONFIG, patch_size=14), 4)["credit"] == 0.5  # 4 patches: too few
+    assert "does not divide" in sc.score_config(dict(GOOD_CONFIG, patch_size=5), 16)["feedback"]
+    assert sc.score_config(dict(GOOD_CONFIG, patch_size=5), 25)["credit"] == 0
+    over = sc.score_config(dict(GOOD_CONFIG, dim=512, mlp_dim=2048), 16)
+    assert over["credit"] == 0.5 and "over the budget of 1,199,882" in over["feedback"]
+    assert "got str" in sc.score_config("not a dict", 16)["feedback"]
+    assert sc.score_config({"patch_size": "7"}, 16)["credit"] == 0
 
 
 def test_score_data():
     targets = torch.arange(100) % 10
     good = torch.stack([torch.nonzero(targets == c).flatten()[:4] for c in range(10)])
-    assert hw.score_data(good, targets, 4)["points"] == 1
-    assert "row 0 should hold only 'T-shirt/top'" in hw.score_data(good.roll(1, 0), targets, 4)["feedback"]
-    assert hw.score_data(good[:, :3], targets, 4)["points"] == 0
-    assert hw.score_data(good[:, :1].repeat(1, 4), targets, 4)["points"] == 0  # repeated images
+    assert sc.score_data(good, targets, 4)["credit"] == 1
+    assert "row 0 should hold only 'T-shirt/top'" in sc.score_data(good.roll(1, 0), targets, 4)["feedback"]
+    assert sc.score_data(good[:, :3], targets, 4)["credit"] == 0
+    assert sc.score_data(good[:, :1].repeat(1, 4), targets, 4)["credit"] == 0  # repeated images
+    assert "expected an integer tensor" in sc.score_data(good.float(), targets, 4)["feedback"]
+    assert "got list" in sc.score_data(good.tolist(), targets, 4)["feedback"]
+
+
+def test_score_training_at_the_real_thresholds():
+    targets, floors = hw.THRESHOLDS, hw.FLOORS
+
+    def score(vit, cnn):
+        return sc.score_training({"ViT": {"acc": vit}, "CNN": {"acc": cnn}}, [], targets, floors)
+
+    assert score(0.90, 0.91)["credit"] == 1  # at the targets: everything
+    assert score(0.95, 0.99)["credit"] == 1
+    just_under = score(0.8999, 0.91)
+    assert just_under["credit"] < 1 and "0.8999 < 0.90" in just_under["feedback"]
+    assert score(0.85, 0.88)["credit"] == 0  # at the floors: nothing
+    assert score(0.5, 0.5)["credit"] == 0
+    halfway = score(0.875, 0.88)  # ViT halfway between its floor and its target, CNN at its floor
+    assert halfway["credit"] == pytest.approx(0.25) and "50% of its share" in halfway["feedback"]
+    assert sc.score_training({}, ["vit: NameError"], targets, floors)["credit"] == 0  # no models
+    assert hw.result("training", score(0.875, 0.91))["points"] == pytest.approx(1.5)
+
+
+def test_fast_mode_lowers_the_training_targets(monkeypatch):
+    monkeypatch.setenv("COURSEKIT_FAST", "0")
+    assert hw.training_targets() == (hw.THRESHOLDS, hw.FLOORS)
+    monkeypatch.setenv("COURSEKIT_FAST", "1")
+    assert hw.training_targets() == (hw.FAST_THRESHOLDS, hw.FAST_FLOORS)
 
 
 def test_score_comparison_checks_against_measurements():
-    measured = {"ViT": {"acc": 0.9, "params": 100}, "CNN": {"acc": 0.92, "params": 200}}
+    measured = {"ViT": {"acc": 0.9, "params": 100, "ms": 0.8}, "CNN": {"acc": 0.92, "params": 200, "ms": 0.2}}
     rows = [{"model": "ViT", "test_acc": 0.9, "params": 100, "ms_per_image": 1.5},
             {"model": "CNN", "test_acc": 0.92, "params": 200, "ms_per_image": 0.5}]
-    assert hw.score_comparison(rows, measured)["points"] == 2
+    assert sc.score_comparison(rows, measured)["credit"] == 1
     inflated = [dict(rows[0], test_acc=0.99), rows[1]]
-    result = hw.score_comparison(inflated, measured)
-    assert result["points"] == 1 and "the model scores 0.9000" in result["feedback"]
-    assert hw.score_comparison(rows[:1], measured)["points"] == 0
+    result = sc.score_comparison(inflated, measured)
+    assert result["credit"] == 0.5 and "the model scores 0.9000" in result["feedback"]
+    copied = [dict(rows[0], params=200), rows[1]]
+    assert sc.score_comparison(copied, measured)["credit"] == 0.5
+    # any positive time no longer passes: the ViT/CNN ratio must be near the one measured here (4x)
+    backwards = [dict(rows[0], ms_per_image=0.1), rows[1]]
+    result = sc.score_comparison(backwards, measured)
+    assert result["credit"] == 0.5 and "measured here it takes 4.00x" in result["feedback"]
+    assert sc.score_comparison([dict(rows[0], ms_per_image=-1), rows[1]], measured)["credit"] == 0.5
+    assert sc.score_comparison(rows[:1], measured)["credit"] == 0
+    assert "got str" in sc.score_comparison("a table", measured)["feedback"]
+
+
+@pytest.fixture(scope="module")
+def tiny_vit_and_images():
+    torch.manual_seed(0)
+    vit = build_model("vit", "fashion_mnist", **GOOD_CONFIG).eval()
+    images = torch.randn(40, 1, 28, 28)
+    with torch.no_grad():
+        predicted = vit(images).argmax(1)
+    return vit, images, predicted
+
+
+def test_score_attention_needs_a_misclassified_image_and_its_maps(tiny_vit_and_images):
+    from coursekit.viz import attention_maps
+
+    vit, images, predicted = tiny_vit_and_images
+    labels = predicted.clone()
+    labels[3] = (predicted[3] + 1) % 10  # image 3 is the only one the ViT gets wrong
+    test_set = list(zip(images, labels.tolist()))
+    right = sc.score_attention(3, attention_maps(vit, images[3:4]), vit, test_set)
+    assert right["credit"] == 1, right["feedback"]
+    correct = sc.score_attention(5, attention_maps(vit, images[5:6]), vit, test_set)
+    assert correct["credit"] == 0.5 and "classified correctly" in correct["feedback"]
+    other = sc.score_attention(3, attention_maps(vit, images[5:6]), vit, test_set)  # another image's maps
+    assert other["credit"] == 0.5 and "does not belong" in other["feedback"]
+    assert "got str" in sc.score_attention(3, "NameError: x", vit, test_set)["feedback"]
+    assert sc.score_attention("3", None, vit, test_set)["credit"] == 0
+    assert sc.score_attention(99, None, vit, test_set)["credit"] == 0
+    assert sc.score_attention(3, None, None, test_set)["credit"] == 0
+
+
+def test_registry_is_complete_and_points_are_stated_in_the_notebook():
+    import nbformat
+
+    from coursekit.release import SOLUTIONS
+    for name, task in hw.TASKS.items():
+        assert task.title and task.points > 0
+        assert task.manual or (task.collect and callable(task.score)), name
+    nb = nbformat.read(SOLUTIONS / "04_fashion_mnist_homework.ipynb", as_version=4)
+    table = nb.cells[2].source
+    for number, task in enumerate(hw.TASKS.values(), 1):
+        assert f"| {number}. " in table and f"| {task.points:g} |" in table
 
 
 def test_check_functions_print_feedback_and_never_raise(capsys):
@@ -85,26 +159,3 @@ def test_check_functions_print_feedback_and_never_raise(capsys):
     hw.check_patchify(hw.reference_patchify)
     assert "[patchify] 2/2 points" in capsys.readouterr().out
     assert hw.RESULTS["patchify"]["points"] == 2
-
-
-def test_strip_code_regions():
-    make = load_make_student()
-    source = "def f(x):\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION\nprint(1)"
-    assert make.strip_code(source, "hint") == (
-        "def f(x):\n    raise NotImplementedError('hint')  # replace this line with your answer\nprint(1)")
-    with pytest.raises(ValueError, match="never closed"):
-        make.strip_code("### BEGIN SOLUTION\nx = 1", "hint")
-    with pytest.raises(ValueError, match="without a BEGIN"):
-        make.strip_code("x = 1\n### END SOLUTION", "hint")
-
-
-def test_student_version_is_up_to_date_and_has_no_answers():
-    make = load_make_student()
-    assert STUDENT.read_text() == make.render(SOLUTION), \
-        "the student notebook is out of date: run python scripts/make_student.py"
-    student = nbformat.read(STUDENT, as_version=4)
-    text = "\n".join(c.source for c in student.cells)
-    assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text
-    assert all(not c.get("outputs") for c in student.cells if c.cell_type == "code")
-    tasks = {c.metadata.get("coursekit", {}).get("task") for c in student.cells}
-    assert set(hw.TASKS) <= tasks, "every task keeps its metadata for the grader"
