@@ -4,6 +4,7 @@ One module per idea:
 
 - ``coursekit.config``    fast mode, the data folder, seeds and the device
 - ``coursekit.data``      datasets and loaders (MNIST, Fashion-MNIST, CIFAR-10/100)
+- ``coursekit.tensordata`` datasets decoded once into cached tensors; whole-batch augmentation
 - ``coursekit.models``    the CNN, ViT, DeepViT and hybrid models of the course
 - ``coursekit.train``     ``fit`` and ``evaluate``
 - ``coursekit.bench``     parameter counts, inference time, markdown tables
