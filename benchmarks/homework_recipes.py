@@ -43,17 +43,17 @@ class DeviceData:
     def __init__(self, device):
         self.device = device
         train, val, test = homework.loaders()
-        full = train.dataset.dataset  # torchvision FashionMNIST, the images as uint8 [60000, 28, 28]
+        full = train.dataset.dataset  # a TensorSplit: the images as uint8 [60000, 1, 28, 28]
         info = dataset_info(homework.DATASET)
         self.mean, self.std = info.mean[0], info.std[0]
-        images = full.data.float().div(255).to(device)
+        images = full.images[:, 0].float().div(255).to(device)
         targets = full.targets.to(device)
         train_idx = torch.tensor(train.dataset.indices, device=device)
         val_idx = torch.tensor(val.dataset.indices, device=device)
         self.train_x, self.train_y = images[train_idx], targets[train_idx]
         self.val_x, self.val_y = self.normalize(images[val_idx]), targets[val_idx]
-        self.test_x = self.normalize(test.dataset.data.float().div(255).to(device))
-        self.test_y = test.dataset.targets.to(device)
+        self.test_x = self.normalize(test.images[:, 0].float().div(255).to(device))
+        self.test_y = test.targets.to(device)
 
     def normalize(self, x):
         """[B, 28, 28] in [0, 1] -> [B, 1, 28, 28], what ToTensor + Normalize give."""

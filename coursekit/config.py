@@ -4,6 +4,8 @@ Two environment variables steer the course:
 
 - ``COURSEKIT_DATA``: the folder that holds the datasets (torchvision's layout). When it is unset,
   a per-user cache folder is used and torchvision downloads into it.
+- ``COURSEKIT_CACHE``: where decoded datasets are cached (default: a per-user cache folder). The
+  data folder itself is never written to: it may be read-only.
 - ``COURSEKIT_FAST=1``: fast mode, for CI only. Notebooks train on small real subsets for a few
   steps so that every notebook executes in minutes. Its numbers teach nothing and are labelled.
 """
@@ -19,6 +21,7 @@ import torch
 
 DATA_ENV = "COURSEKIT_DATA"
 FAST_ENV = "COURSEKIT_FAST"
+CACHE_ENV = "COURSEKIT_CACHE"
 
 
 def is_fast() -> bool:
@@ -37,8 +40,19 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
         return Path(root).expanduser()
     if os.environ.get(DATA_ENV):
         return Path(os.environ[DATA_ENV]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "coursekit" / "data"
+    return user_cache() / "data"
+
+
+def user_cache() -> Path:
+    """The per-user cache folder: ``$XDG_CACHE_HOME/coursekit``, else ``~/.cache/coursekit``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "coursekit"
+
+
+def cache_dir() -> Path:
+    """Where decoded datasets are cached: ``$COURSEKIT_CACHE``, else ``user_cache() / "tensors"``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return user_cache() / "tensors"
 
 
 def seed_everything(seed: int = 0) -> None:

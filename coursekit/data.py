@@ -1,15 +1,18 @@
 """Datasets and loaders for the course: MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100.
 
 Files come from torchvision's download when online, or from a folder you point ``COURSEKIT_DATA``
-at (torchvision's layout, e.g. ``$COURSEKIT_DATA/MNIST/raw/train-images-idx3-ubyte``).
+at (torchvision's layout, e.g. ``$COURSEKIT_DATA/MNIST/raw/train-images-idx3-ubyte``; for CIFAR-10
+also a JPEG copy in ``ImageFolder`` layout, whose results are labelled "CIFAR-10 (JPEG copy)").
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets, transforms
 
@@ -18,7 +21,7 @@ from .config import DATA_ENV, data_root, is_fast
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What the course needs to know about one dataset."""
+    """Every fact the course uses about one dataset, in one place."""
 
     cls: type  # the torchvision dataset class
     channels: int
@@ -27,7 +30,13 @@ class DatasetInfo:
     mean: tuple  # per-channel mean of the training images (after ToTensor, in [0, 1])
     std: tuple  # per-channel standard deviation of the training images
     files: tuple  # files torchvision reads, relative to the data folder
-    classes: tuple = ()  # class names, where they are short enough to print
+    train_size: int  # images in the official training split
+    pad: int  # padding of the random crops that augment training images
+    flip: bool  # True when a mirrored image still shows the same class (not for digits)
+    augment: bool  # True when the course's experiments augment its training images by default
+    classes: tuple = ()  # class names in label order, where they are short enough to print
+    jpeg_folder: str = ""  # an ImageFolder copy (train/<class>/*.jpg, test/...), if one is known
+    fast_stand_in: bool = False  # fast mode (CI) may replace missing files by a generated stand-in
 
 
 _MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -35,23 +44,29 @@ _MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
 
 DATASETS = {
     "mnist": DatasetInfo(datasets.MNIST, 1, 28, 10, (0.1307,), (0.3081,),
-                         tuple(f"MNIST/raw/{f}" for f in _MNIST_FILES),
-                         tuple(str(d) for d in range(10))),
+                         tuple(f"MNIST/raw/{f}" for f in _MNIST_FILES), 60_000, pad=2, flip=False,
+                         augment=False, classes=tuple(str(d) for d in range(10))),
     "fashion_mnist": DatasetInfo(datasets.FashionMNIST, 1, 28, 10, (0.2860,), (0.3530,),
-                                 tuple(f"FashionMNIST/raw/{f}" for f in _MNIST_FILES),
-                                 ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")),
+                                 tuple(f"FashionMNIST/raw/{f}" for f in _MNIST_FILES), 60_000,
+                                 pad=2, flip=True, augment=False,
+                                 classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")),
     "cifar10": DatasetInfo(datasets.CIFAR10, 3, 32, 10,
                            (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
                            tuple(f"cifar-10-batches-py/{f}" for f in
                                  ("batches.meta", "test_batch",
-                                  *(f"data_batch_{i}" for i in range(1, 6))))),
+                                  *(f"data_batch_{i}" for i in range(1, 6)))), 50_000,
+                           pad=4, flip=True, augment=True, fast_stand_in=True,
+                           classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                                    "horse", "ship", "truck"),
+                           jpeg_folder="CIFAR-10-images"),
     "cifar100": DatasetInfo(datasets.CIFAR100, 3, 32, 100,
                             (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
                             ("cifar-100-python/meta", "cifar-100-python/train",
-                             "cifar-100-python/test")),
+                             "cifar-100-python/test"), 50_000, pad=4, flip=True, augment=True,
+                            fast_stand_in=True),
 }
-CIFAR = ("cifar10", "cifar100")
+JPEG_COPY = "CIFAR-10 (JPEG copy)"  # how every output names results made from the JPEG copy
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -61,11 +76,17 @@ def dataset_info(name: str) -> DatasetInfo:
     return DATASETS[name]
 
 
+def stand_in_label(name: str) -> str:
+    """The marker every output carries when a generated stand-in replaced dataset ``name``."""
+    return f"GENERATED STAND-IN, not {name}"
+
+
 class StandInDataset(Dataset):
     """Generated images shaped like a real dataset: NOT real data, only for fast mode in CI.
 
     Each class is a fixed random pattern plus noise, so a model can learn something; the numbers
-    it gives say nothing about the real dataset. ``__getitem__`` returns ``(image [C, H, W], label)``.
+    it gives say nothing about the real dataset. ``data``: uint8 [N, C, H, W]; ``__getitem__``
+    returns ``(transform(image), label)``.
     """
 
     stand_in = True
@@ -77,9 +98,10 @@ class StandInDataset(Dataset):
         templates = torch.rand((info.num_classes, *shape), generator=torch.Generator().manual_seed(0))
         self.targets = torch.randint(info.num_classes, (size,), generator=g)
         noise = torch.rand((size, *shape), generator=g)
-        self.data = (0.6 * templates[self.targets] + 0.4 * noise).clamp(0, 1)
+        self.data = (255 * (0.6 * templates[self.targets] + 0.4 * noise)).round().to(torch.uint8)
         self.transform = transform
         self.classes = [f"class {i}" for i in range(info.num_classes)]
+        self.source = stand_in_label(name)
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -91,61 +113,120 @@ class StandInDataset(Dataset):
         return image, int(self.targets[i])
 
 
-def uses_stand_in(data) -> bool:
-    """True if a dataset or loader (possibly wrapped in ``Subset``) is a generated stand-in."""
+def _innermost(data):
+    """The dataset under a loader and any number of ``Subset`` wrappers."""
     data = getattr(data, "dataset", data)
     while isinstance(data, Subset):
         data = data.dataset
-    return bool(getattr(data, "stand_in", False))
+    return data
 
 
-def _missing_files_error(name: str, root, info: DatasetInfo) -> FileNotFoundError:
+def uses_stand_in(data) -> bool:
+    """True if a dataset or loader (possibly wrapped in ``Subset``) is a generated stand-in."""
+    return bool(getattr(_innermost(data), "stand_in", False))
+
+
+def source_of(data) -> str:
+    """What a dataset or loader was read from, as results must name it: the dataset's name,
+    ``"CIFAR-10 (JPEG copy)"``, or ``"GENERATED STAND-IN, not <name>"``."""
+    return _innermost(data).source
+
+
+def _missing_files_error(name: str, root, info: DatasetInfo, failure=None) -> FileNotFoundError:
     expected = "\n".join(f"  {root / f}" for f in info.files)
+    if info.jpeg_folder:
+        expected += (f"\nor the JPEG copy in ImageFolder layout:\n  {root / info.jpeg_folder}"
+                     f"/{{train,test}}/<class>/*.jpg  (classes: {', '.join(info.classes)})")
+    cause = f"\nThe download failed: {type(failure).__name__}: {failure}" if failure else ""
     return FileNotFoundError(
         f"The {name} files were not found in the data folder {root}.\n"
-        f"Expected:\n{expected}\n"
+        f"Expected:\n{expected}{cause}\n"
         f"Fix: run once with internet and download=True (torchvision fetches them), or copy the files "
         f"there, or set the environment variable {DATA_ENV} to the folder that holds them "
         f"(offline course machines: COURSEKIT_DATA=../shared/data).")
 
 
+def load_rgb(path) -> Image.Image:
+    """Open one image file as RGB; a file that does not decode is a ``ValueError`` naming it."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, SyntaxError) as error:  # PIL's UnidentifiedImageError is an OSError
+        raise ValueError(f"{path} does not decode as an image ({error}); "
+                         "replace it with a good copy or delete it") from None
+
+
+def jpeg_copy(folder, info: DatasetInfo, train: bool = True, transform=None) -> datasets.ImageFolder:
+    """The ``ImageFolder`` copy ``folder/{train,test}/<class>/*.jpg``, checked against ``info.classes``.
+
+    Labels follow ``info.classes`` (the official order). A missing or extra class folder is a
+    ``FileNotFoundError`` / ``ValueError`` naming it.
+    """
+    split = Path(folder) / ("train" if train else "test")
+    if not split.is_dir():
+        raise FileNotFoundError(f"{split} is missing: the JPEG copy needs train/ and test/ folders "
+                                "with one folder of images per class")
+    found = sorted(p.name for p in split.iterdir() if p.is_dir())
+    missing = [c for c in info.classes if c not in found]
+    extra = [c for c in found if c not in info.classes]
+    if missing:
+        raise FileNotFoundError(f"class folder(s) {missing} missing in {split}; expected one folder "
+                                f"per class: {', '.join(info.classes)}")
+    if extra:
+        raise ValueError(f"unexpected folder(s) {extra} in {split}; expected only the class folders "
+                         f"{', '.join(info.classes)}: move the others away")
+    dataset = datasets.ImageFolder(str(split), transform=transform, loader=load_rgb)
+    assert tuple(dataset.classes) == info.classes  # sorted names are the official order
+    return dataset
+
+
 def default_transform(name: str, train: bool = False, augment: bool = False):
-    """``ToTensor`` + the dataset's own normalization; with ``augment``, crops (and flips where
-    a flipped image is still the same class) for training."""
+    """``ToTensor`` + the dataset's own normalization; with ``augment``, padded random crops (and
+    flips where a mirrored image keeps its class) for training. Used by the per-image path."""
     info = dataset_info(name)
     steps = []
     if train and augment:
-        pad = 4 if name in CIFAR else 2
-        steps.append(transforms.RandomCrop(info.image_size, padding=pad))
-        if name != "mnist":  # a flipped digit is not the same digit
+        steps.append(transforms.RandomCrop(info.image_size, padding=info.pad))
+        if info.flip:
             steps.append(transforms.RandomHorizontalFlip())
     steps += [transforms.ToTensor(), transforms.Normalize(info.mean, info.std)]
     return transforms.Compose(steps)
 
 
 def get_dataset(name: str, train: bool = True, root=None, download: bool = True, transform=None):
-    """A torchvision dataset whose items are ``(image [C, H, W], label)``.
+    """A dataset whose items are ``(image [C, H, W], label)``, read from the first source found.
 
-    ``root``: the argument, else ``$COURSEKIT_DATA``, else a per-user cache folder.
-    ``transform``: defaults to ``ToTensor`` and the dataset's normalization.
-    Missing files raise ``FileNotFoundError`` saying where they were looked for. In fast mode a
-    missing CIFAR is replaced by a :class:`StandInDataset`, with a warning.
+    Sources in order: torchvision's files in the data folder; the JPEG copy
+    (``info.jpeg_folder``); torchvision's download; in fast mode, for CIFAR, a generated
+    stand-in (with a warning). Otherwise a ``FileNotFoundError`` says where files were looked for
+    (and why a download failed). ``root``: the argument, else ``$COURSEKIT_DATA``, else a per-user
+    cache folder. ``transform`` defaults to ``ToTensor`` and the dataset's normalization.
+    ``dataset.source`` names the source, as results must quote it (:func:`source_of`).
     """
     info = dataset_info(name)
     root = data_root(root)
     transform = transform or default_transform(name)
     if all((root / f).exists() for f in info.files):
-        return info.cls(str(root), train=train, transform=transform, download=False)
+        dataset = info.cls(str(root), train=train, transform=transform, download=False)
+        dataset.source = name
+        return dataset
+    if info.jpeg_folder and (root / info.jpeg_folder).is_dir():
+        dataset = jpeg_copy(root / info.jpeg_folder, info, train, transform)
+        dataset.source = JPEG_COPY
+        return dataset
+    failure = None
     if download:
         try:
-            return info.cls(str(root), train=train, transform=transform, download=True)
-        except Exception:  # offline, or a broken download: fall through to the clear message
-            pass
-    if is_fast() and name in CIFAR:
+            dataset = info.cls(str(root), train=train, transform=transform, download=True)
+            dataset.source = name
+            return dataset
+        except Exception as error:  # offline, or a broken download: its cause goes in the message
+            failure = error
+    if is_fast() and info.fast_stand_in:
         warnings.warn(f"{name} is not available in {root}: fast mode uses a GENERATED STAND-IN of "
                       f"the same shape. Its results are not {name} results.", stacklevel=2)
         return StandInDataset(name, train=train, transform=transform)
-    raise _missing_files_error(name, root, info) from None
+    raise _missing_files_error(name, root, info, failure) from None
 
 
 def balanced_indices(targets, n: int, seed: int = 0) -> torch.Tensor:
@@ -167,34 +248,72 @@ def balanced_indices(targets, n: int, seed: int = 0) -> torch.Tensor:
     return order[torch.randperm(n, generator=g)]
 
 
-def get_loaders(name: str, batch_size: int = 128, val_fraction: float = 0.1, subset: int | None = None,
-                augment: bool = False, seed: int = 0, root=None, download: bool = True,
-                num_workers: int = 0):
-    """``(train_loader, val_loader, test_loader)`` for one dataset.
+def split_indices(train_targets, test_targets, val_fraction: float = 0.1, subset: int | None = None,
+                  seed: int = 0):
+    """``(train_idx, val_idx, test_idx)``: validation held out of training, every class in each.
 
-    The validation set is held out of the training set (the test set never chooses a model).
-    ``subset=N``: a reproducible, class-balanced sample of N training images, split into train and
-    validation, and at most N test images. ``seed`` fixes the split and the subset; the order of
-    training batches follows torch's global RNG, which :func:`coursekit.train.fit` seeds.
-    Batches are ``images [B, C, H, W]`` and ``labels [B]``.
+    ``subset=N``: a class-balanced sample of N training images (then split) and at most N test
+    images; ``test_idx`` is ``None`` when the whole test set is used.
     """
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction={val_fraction} must be in [0, 1), e.g. 0.1")
-    train_set = get_dataset(name, True, root, download, default_transform(name, True, augment))
-    eval_set = get_dataset(name, True, root, download, default_transform(name))
-    test_set = get_dataset(name, False, root, download, default_transform(name))
-
-    targets = torch.as_tensor(train_set.targets)
+    targets = torch.as_tensor(train_targets)
     pool = balanced_indices(targets, subset or len(targets), seed)
     n_val = round(val_fraction * len(pool))
     # balanced_indices of the pool's own labels puts every class in the validation set
     val_pos = balanced_indices(targets[pool], n_val, seed + 1) if n_val else torch.empty(0, dtype=torch.long)
     keep = torch.ones(len(pool), dtype=torch.bool)
     keep[val_pos] = False
-    train_idx, val_idx = pool[keep], pool[val_pos]
+    test_idx = None
     if subset:
-        test_targets = torch.as_tensor(test_set.targets)
-        test_set = Subset(test_set, balanced_indices(test_targets, min(subset, len(test_targets)), seed).tolist())
+        test_targets = torch.as_tensor(test_targets)
+        test_idx = balanced_indices(test_targets, min(subset, len(test_targets)), seed)
+    return pool[keep], pool[val_pos], test_idx
+
+
+def get_loaders(name: str, batch_size: int = 128, val_fraction: float = 0.1, subset: int | None = None,
+                augment: bool = False, seed: int = 0, root=None, download: bool = True,
+                num_workers: int = 0, transform=None):
+    """``(train_loader, val_loader, test_loader)`` for one dataset.
+
+    The validation set is held out of the training set (the test set never chooses a model).
+    ``subset=N``: a reproducible, class-balanced sample of N training images, split into train and
+    validation, and at most N test images. ``seed`` fixes the split and the subset; the order of
+    training batches and the augmentation follow torch's global RNG, which
+    :func:`coursekit.train.fit` seeds. Batches are ``images [B, C, H, W]`` and ``labels [B]``.
+
+    By default the images are decoded once into uint8 tensors (cached, see
+    :mod:`coursekit.tensordata`) and whole batches are normalized and, with ``augment``, cropped and
+    flipped at once. ``transform``: your own torchvision transform for the training images instead
+    (a per-image ``DataLoader`` with ``num_workers`` processes; validation and test keep the default).
+    """
+    from .tensordata import TensorLoader, load_split
+
+    if transform is not None:
+        if augment:
+            raise ValueError("augment=True adds the default augmentation, but you passed your own "
+                             "transform: put the augmentation into that transform instead")
+        return _per_image_loaders(name, batch_size, val_fraction, subset, seed, root, download,
+                                  num_workers, transform)
+    train_split, test_split = load_split(name, True, root, download), load_split(name, False, root, download)
+    train_idx, val_idx, test_idx = split_indices(train_split.targets, test_split.targets,
+                                                 val_fraction, subset, seed)
+    info = dataset_info(name)
+    crop = dict(pad=info.pad, flip=info.flip) if augment else {}
+    return (TensorLoader(train_split, train_idx, batch_size, shuffle=True, **crop),
+            TensorLoader(train_split, val_idx, batch_size),
+            TensorLoader(test_split, test_idx, batch_size))
+
+
+def _per_image_loaders(name, batch_size, val_fraction, subset, seed, root, download, num_workers,
+                       transform):
+    train_set = get_dataset(name, True, root, download, transform)
+    eval_set = get_dataset(name, True, root, download, default_transform(name))
+    test_set = get_dataset(name, False, root, download, default_transform(name))
+    train_idx, val_idx, test_idx = split_indices(train_set.targets, test_set.targets, val_fraction,
+                                                 subset, seed)
+    if test_idx is not None:
+        test_set = Subset(test_set, test_idx.tolist())
 
     def loader(ds, shuffle):
         return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,

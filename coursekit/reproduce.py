@@ -22,23 +22,21 @@ import json
 import os
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from . import bench, config
-from .data import dataset_info, get_loaders, uses_stand_in
+from .data import dataset_info, get_loaders, source_of, uses_stand_in
 from .models import KINDS, build_model
 from .train import evaluate, fit, save_atomically
 
-# fast mode (CI): small real subsets and a few steps; the numbers teach nothing
-FAST = dict(subset=128, epochs=1, max_steps=2, batch_size=16)
 DEFAULT_EPOCHS = 30
-TRAIN_IMAGES = {"mnist": 60_000, "fashion_mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000}
 # column key -> header in results.md; results.csv uses the keys
 COLUMNS = {
-    "model": "model", "dataset": "dataset", "data": "data",
+    "model": "model", "dataset": "dataset", "data": "data", "stand_in": "stand-in",
     "best_val_acc": "best val acc (%)", "test_acc": "test acc at best val epoch (%)",
     "ms_per_image": "ms/image (batch 1)", "ms_per_batch_256": "ms/batch of 256",
     "parameters": "parameters", "epochs": "epochs", "best_epoch": "best epoch",
@@ -46,9 +44,24 @@ COLUMNS = {
 }
 
 
-def stand_in_label(dataset: str) -> str:
-    """The marker every output carries when a generated stand-in replaced ``dataset``."""
-    return f"GENERATED STAND-IN, not {dataset}"
+@dataclass(frozen=True)
+class RunSettings:
+    """How every pair of a run is trained; stored with each finished pair and compared on resume."""
+
+    epochs: int = DEFAULT_EPOCHS  # training epochs per pair
+    batch_size: int = 128  # images per training step
+    lr: float = 1e-3  # peak learning rate of fit's one-cycle schedule
+    seed: int = 0  # fixes the split, the subset, the initial weights, batch order and augmentation
+    subset: int | None = None  # train on N class-balanced images (None: the whole training set)
+    max_steps: int | None = None  # at most this many batches per epoch (fast mode)
+    fast: bool = False  # made in fast mode (CI): numbers that teach nothing
+
+    @classmethod
+    def for_mode(cls, **changes) -> "RunSettings":
+        """The defaults, or in fast mode (``COURSEKIT_FAST=1``) 1 epoch of 2 batches of 16 on
+        128 images; ``changes`` that are not ``None`` replace fields."""
+        base = dict(epochs=1, batch_size=16, subset=128, max_steps=2, fast=True) if config.is_fast() else {}
+        return cls(**{**base, **{k: v for k, v in changes.items() if v is not None}})
 
 
 def pair_path(out, model: str, dataset: str) -> Path:
@@ -68,86 +81,77 @@ def device_label(device: torch.device) -> str:
     return f"{device.type} ({torch.get_num_threads()} threads)"
 
 
-def run_pair(model: str, dataset: str, out, epochs: int, batch_size: int = 128, lr: float = 1e-3,
-             seed: int = 0, device="auto", subset: int | None = None, max_steps: int | None = None,
-             workers: int = 0, download: bool = True, progress: bool = True) -> dict:
+def run_pair(model: str, dataset: str, out, settings: RunSettings, *, device="auto",
+             download: bool = True, progress: bool = True) -> dict:
     """Train and measure one pair, unless ``out`` already holds it with the same settings.
 
-    Returns the finished record ``{"row", "history", "settings"}``. Ctrl-C during training
-    raises ``KeyboardInterrupt`` and records nothing: a half-trained pair is not a result.
+    Returns the finished record ``{"row", "history", "settings", "stand_in"}``. Ctrl-C during
+    training raises ``KeyboardInterrupt`` and records nothing: a half-trained pair is not a result.
     """
-    settings = dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, subset=subset,
-                    max_steps=max_steps, fast=config.is_fast())
+    s = settings
     path = pair_path(out, model, dataset)
     if path.exists():
         record = json.loads(path.read_text())
-        if record["settings"] == settings:
+        if record["settings"] == asdict(s):
             return record
         print(f"{dataset}/{model}: settings changed since the recorded run, training again")
     device = config.get_device(device)
-    augment = dataset_info(dataset).channels == 3  # crops and flips for CIFAR
-    loaders = get_loaders(dataset, batch_size=batch_size, subset=subset, augment=augment,
-                          seed=seed, num_workers=workers, download=download)
-    train_loader, val_loader, test_loader = loaders
+    info = dataset_info(dataset)
+    train_loader, val_loader, test_loader = get_loaders(
+        dataset, batch_size=s.batch_size, subset=s.subset, augment=info.augment, seed=s.seed,
+        download=download)
     stand_in = uses_stand_in(train_loader)
     if stand_in:
-        print(f"WARNING: {dataset}: {stand_in_label(dataset)}. Its numbers say nothing about {dataset}.")
-    config.seed_everything(seed)
+        print(f"WARNING: {dataset}: {source_of(train_loader)}. Its numbers say nothing about {dataset}.")
+    config.seed_everything(s.seed)
     net = build_model(model, dataset)
     start = time.perf_counter()
-    history = fit(net, train_loader, val_loader, epochs=epochs, lr=lr, device=device, seed=seed,
-                  max_steps=max_steps, progress=progress)
+    history = fit(net, train_loader, val_loader, epochs=s.epochs, lr=s.lr, device=device, seed=s.seed,
+                  max_steps=s.max_steps, progress=progress)
     train_time = time.perf_counter() - start
     if history.interrupted:
         raise KeyboardInterrupt(f"{dataset}/{model} interrupted; nothing recorded for it")
     test = evaluate(net, test_loader, device)  # the best-validation weights, scored once
-    info = dataset_info(dataset)
     shape = (info.channels, info.image_size, info.image_size)
-    if config.is_fast():  # quick timing, and no batch of 256: its three passes cost CI seconds
+    if s.fast:  # quick timing, and no batch of 256: its three passes cost CI seconds
         ms_1, ms_256 = bench.inference_time_ms(net, shape, 1, device, warmup=1, min_run_time=0.05), None
     else:
         ms_1, ms_256 = (bench.inference_time_ms(net, shape, b, device) for b in (1, 256))
-    data = stand_in_label(dataset) if stand_in else dataset
-    if not stand_in and subset:
-        data += f", {subset} images" + (f", FAST MODE ({max_steps} batches/epoch)" if max_steps else "")
-    row = dict(model=model, dataset=dataset, data=data,
+    data = source_of(train_loader)
+    if not stand_in and s.subset:
+        data += f", {s.subset} images" + (f", FAST MODE ({s.max_steps} batches/epoch)" if s.max_steps else "")
+    row = dict(model=model, dataset=dataset, data=data, stand_in=stand_in,
                best_val_acc=round(100 * history.best_val_acc, 2), test_acc=round(100 * test["acc"], 2),
                ms_per_image=round(ms_1, 3),
                ms_per_batch_256=None if ms_256 is None else round(ms_256, 2),
                parameters=bench.count_parameters(net), epochs=len(history.train_loss),
                best_epoch=history.best_epoch + 1, train_time_s=round(train_time, 1),
                device=device_label(device))
-    record = dict(row=row, history=history.as_dict(), settings=settings, stand_in=stand_in)
+    record = dict(row=row, history=history.as_dict(), settings=asdict(s), stand_in=stand_in)
     save_atomically(net.state_dict(), path.with_suffix(".pt"))  # for attention maps later
     save_atomically(json.dumps(record, indent=1), path)  # the "finished" mark, last
     return record
 
 
 def reproduce(datasets=("mnist", "cifar10", "cifar100"), models=KINDS, out="results",
-              epochs: int | None = None, batch_size: int | None = None, lr: float = 1e-3, seed: int = 0,
-              device="auto", subset: int | None = None, workers: int = 0, download: bool = True,
-              progress: bool = True) -> list[dict]:
+              settings: RunSettings | None = None, *, device="auto", download: bool = True,
+              progress: bool = True, **changes) -> list[dict]:
     """Run every (model, dataset) pair not yet finished in ``out``; rebuild the tables; return rows.
 
-    ``epochs`` and ``batch_size`` default to 30 and 128; in fast mode (``COURSEKIT_FAST=1``) to 1
-    and 16, with ``subset`` 128 images and two batches per epoch. Files written in ``out``:
-    ``results.csv``, ``results.md``, ``accuracy_vs_time.png``, and per pair ``pairs/*.json`` + weights.
+    ``settings``: a :class:`RunSettings`, else ``RunSettings.for_mode(**changes)``, e.g.
+    ``reproduce(["mnist"], ["cnn"], epochs=3)``. Files written in ``out``: ``results.csv``,
+    ``results.md``, ``accuracy_vs_time.png``, and per pair ``pairs/*.json`` + weights.
     """
     for name in datasets:
         dataset_info(name)  # ValueError for an unknown name, before any training
     unknown = [m for m in models if m not in KINDS]
     if unknown:
         raise ValueError(f"unknown model kind(s) {unknown}; known kinds: {', '.join(KINDS)}")
-    if epochs is None:
-        epochs = config.fast_or(DEFAULT_EPOCHS, FAST["epochs"])
-    batch_size = batch_size or config.fast_or(128, FAST["batch_size"])
-    subset = subset or config.fast_or(None, FAST["subset"])
-    max_steps = config.fast_or(None, FAST["max_steps"])
+    settings = settings or RunSettings.for_mode(**changes)
     pairs = [(d, m) for d in datasets for m in models]
     try:
         for d, m in tqdm(pairs, desc="pairs", unit="pair", disable=not progress):
-            run_pair(m, d, out, epochs, batch_size, lr, seed, device, subset, max_steps, workers,
-                     download, progress)
+            run_pair(m, d, out, settings, device=device, download=download, progress=progress)
     finally:  # also after Ctrl-C: the tables show every pair finished so far
         rows = write_results(out)
     return rows
@@ -179,7 +183,7 @@ def estimate_seconds(model: str, dataset: str, epochs: int, batch_size: int = 12
     if device.type == "cuda":
         torch.cuda.synchronize()
     step = (time.perf_counter() - start) / steps
-    images = subset or TRAIN_IMAGES[dataset]
+    images = subset or dataset_info(dataset).train_size
     batches = lambda n: -(-round(n) // batch_size)  # noqa: E731  (ceiling division)
     per_epoch = batches(0.9 * images) + batches(0.1 * images) / 3
     return step * (epochs * per_epoch + batches(min(images, 10_000)) / 3)
@@ -202,7 +206,7 @@ def write_results(out) -> list[dict]:
     lines = [f"# Results\n\nMeasured with `python -m coursekit.reproduce` on {bench.environment()}."]
     if any(r["settings"]["fast"] for r in records):
         lines.append("FAST MODE: tiny subsets and a few training steps, for CI only; these numbers teach nothing.")
-    stand_ins = sorted({r["dataset"] for r in rows if r["data"].startswith("GENERATED")})
+    stand_ins = sorted({r["dataset"] for r in rows if r["stand_in"]})
     if stand_ins:
         lines.append(f"> **WARNING: the rows for {', '.join(stand_ins)} were trained and tested on "
                      "GENERATED STAND-IN images, not on the real dataset.** They only show that the "
@@ -227,7 +231,7 @@ def plot_results(rows: list[dict]):
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     models = list(dict.fromkeys(r["model"] for r in rows))
     width = 0.8 / len(models)
-    stand_in = {r["dataset"] for r in rows if r["data"].startswith("GENERATED")}
+    stand_in = {r["dataset"] for r in rows if r["stand_in"]}
     for j, m in enumerate(models):
         for i, d in enumerate(datasets):
             r = next((r for r in rows if r["model"] == m and r["dataset"] == d), None)
@@ -260,19 +264,19 @@ def main(argv=None) -> int:
     p.add_argument("--fast", action="store_true", help="CI mode: small subsets, few steps")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=None, help="default 128 (fast mode: 16)")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=None, help="default 1e-3")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--subset", type=int, default=None, help="train on N images (default: all)")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--no-download", action="store_true", help="never download missing datasets")
     args = p.parse_args(argv)
     if args.fast:
         os.environ[config.FAST_ENV] = "1"  # also lets get_dataset use the CIFAR stand-in
     device = config.setup(args.seed, args.device)
     try:
-        rows = reproduce(args.datasets.split(","), args.models.split(","), args.out, args.epochs,
-                         args.batch_size, args.lr, args.seed, device, args.subset, args.workers,
-                         not args.no_download)
+        settings = RunSettings.for_mode(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                        seed=args.seed, subset=args.subset)
+        rows = reproduce(args.datasets.split(","), args.models.split(","), args.out, settings,
+                         device=device, download=not args.no_download)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

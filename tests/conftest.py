@@ -5,8 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from coursekit.data import dataset_info
+
+CIFAR10_CLASSES = dataset_info("cifar10").classes
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -46,3 +49,22 @@ def real_root():
     if not root or not all((Path(root) / f).exists() for f in dataset_info("mnist").files):
         pytest.skip("real MNIST not found: set COURSEKIT_DATA to a folder that holds it")
     return Path(root)
+
+
+def brightness(label: int) -> int:
+    return 10 + 24 * label  # each class its own grey level, which survives JPEG
+
+
+@pytest.fixture
+def jpeg_root(tmp_path, monkeypatch):
+    """A tiny CIFAR-10 JPEG copy (4 train / 2 test images per class) and a private cache folder."""
+    monkeypatch.setenv("COURSEKIT_CACHE", str(tmp_path / "cache"))
+    for split, n in (("train", 4), ("test", 2)):
+        for label, name in enumerate(CIFAR10_CLASSES):
+            folder = tmp_path / "data" / "CIFAR-10-images" / split / name
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = np.full((32, 32, 3), brightness(label), dtype=np.uint8)
+                pixels[i, :, 0] = 255  # a mark that tells the files of a class apart
+                Image.fromarray(pixels).save(folder / f"{i:04d}.jpg", quality=95)
+    return tmp_path / "data"

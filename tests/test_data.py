@@ -2,7 +2,7 @@ import urllib.error
 
 import pytest
 import torch
-from torch.utils.data import RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader
 
 from coursekit import config
 from coursekit.data import (DATASETS, StandInDataset, balanced_indices, dataset_info,
@@ -40,12 +40,13 @@ def test_missing_files_give_a_clear_error(tmp_path):
     assert info.value.__suppress_context__  # no chained traceback from torchvision
 
 
-def test_failed_download_gives_the_same_clear_error(tmp_path, monkeypatch):
+def test_failed_download_gives_the_clear_error_with_its_cause(tmp_path, monkeypatch):
     def offline(self, *args, **kwargs):
         raise urllib.error.URLError("no network")
     monkeypatch.setattr(DATASETS["fashion_mnist"].cls, "download", offline)
-    with pytest.raises(FileNotFoundError, match="FashionMNIST/raw/t10k-labels-idx1-ubyte"):
+    with pytest.raises(FileNotFoundError, match="FashionMNIST/raw/t10k-labels-idx1-ubyte") as info:
         get_dataset("fashion_mnist", root=tmp_path, download=True)
+    assert "The download failed: URLError: <urlopen error no network>" in str(info.value)
 
 
 def test_generated_files_load_through_torchvision(fake_root):
@@ -60,11 +61,37 @@ def test_loaders_hold_validation_out_of_training(fake_root):
     train, val, test = get_loaders("mnist", batch_size=32, val_fraction=0.2, root=fake_root)
     train_idx, val_idx = set(train.dataset.indices), set(val.dataset.indices)
     assert len(train_idx) == 480 and len(val_idx) == 120 and not train_idx & val_idx
-    assert len(test.dataset) == 200
-    assert isinstance(train.sampler, RandomSampler)  # shuffling is always on for training
-    assert isinstance(val.sampler, SequentialSampler) and isinstance(test.sampler, SequentialSampler)
+    assert len(test.dataset) == 200 and len(train) == 15
+    assert train.shuffle and not val.shuffle and not test.shuffle  # shuffling is always on for training
     images, labels = next(iter(train))
     assert images.shape == (32, 1, 28, 28) and labels.shape == (32,)
+    assert sum(len(y) for _, y in test) == 200
+
+
+def test_tensor_batches_equal_the_per_image_path(fake_root):
+    """The default (tensor) loaders give exactly the images and labels of ToTensor + Normalize."""
+    tensor_loaders = get_loaders("mnist", batch_size=50, subset=300, root=fake_root)
+    own = default_transform("mnist")  # any transform of your own takes the per-image path
+    image_loaders = get_loaders("mnist", batch_size=50, subset=300, root=fake_root, transform=own)
+    assert isinstance(image_loaders[0], DataLoader)
+    for fast, slow in zip(tensor_loaders[1:], image_loaders[1:]):  # unshuffled: batch for batch
+        for (x, y), (x2, y2) in zip(fast, slow):
+            torch.testing.assert_close(x, x2)
+            assert torch.equal(y, y2)
+    assert tensor_loaders[0].dataset.indices == image_loaders[0].dataset.indices
+    with pytest.raises(ValueError, match="put the augmentation into that transform"):
+        get_loaders("mnist", root=fake_root, transform=own, augment=True)
+
+
+def test_seeded_epochs_repeat_and_differ(fake_root):
+    train, _, _ = get_loaders("mnist", batch_size=64, augment=True, root=fake_root)
+    torch.manual_seed(5)
+    first = [x for x, _ in train]
+    torch.manual_seed(5)
+    again = [x for x, _ in train]
+    later = [x for x, _ in train]  # the next epoch: another order and other crops
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not torch.equal(first[0], later[0])
 
 
 def test_subset_is_balanced_and_reproducible(fake_root):
@@ -90,12 +117,15 @@ def test_balanced_indices_rejects_bad_sizes():
         get_loaders("mnist", val_fraction=1.0)
 
 
-def test_augmentation_only_for_training():
+def test_augmentation_only_for_training(fake_root):
     names = lambda t: [type(s).__name__ for s in t.transforms]  # noqa: E731
     assert names(default_transform("cifar10", train=True, augment=True)) == [
         "RandomCrop", "RandomHorizontalFlip", "ToTensor", "Normalize"]
     assert "RandomHorizontalFlip" not in names(default_transform("mnist", train=True, augment=True))
     assert names(default_transform("cifar10", train=False, augment=True)) == ["ToTensor", "Normalize"]
+    train, val, test = get_loaders("mnist", augment=True, root=fake_root)
+    assert (train.pad, train.flip) == (2, False)  # a mirrored digit is another digit
+    assert not (val.pad or val.flip or test.pad or test.flip)
 
 
 def test_normalization_uses_each_datasets_own_statistics():
@@ -115,10 +145,11 @@ def test_statistics_match_the_real_training_images(real_root, name):
     assert abs(normalized.mean().item()) < 0.05 and abs(normalized.std().item() - 1) < 0.05
 
 
-def test_missing_cifar_outside_fast_mode_is_an_error(tmp_path, monkeypatch):
+def test_missing_cifar_outside_fast_mode_is_an_error_naming_both_layouts(tmp_path, monkeypatch):
     monkeypatch.setenv("COURSEKIT_FAST", "0")
-    with pytest.raises(FileNotFoundError, match="cifar-10-batches-py/data_batch_1"):
+    with pytest.raises(FileNotFoundError, match="cifar-10-batches-py/data_batch_1") as info:
         get_dataset("cifar10", root=tmp_path, download=False)
+    assert "CIFAR-10-images/{train,test}/<class>/*.jpg" in str(info.value)
 
 
 def test_missing_cifar_in_fast_mode_is_a_marked_stand_in(tmp_path, monkeypatch):

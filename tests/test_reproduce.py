@@ -1,13 +1,14 @@
 """Tests for ``python -m coursekit.reproduce`` in fast mode: rows, columns, markers, resuming."""
 
 import csv
+import dataclasses
 
 import pytest
 
 from coursekit import config, reproduce
 from coursekit.data import dataset_info
 
-GRID = dict(datasets=["mnist", "cifar10"], models=["cnn", "vit"], subset=64, download=False,
+GRID = dict(datasets=["mnist", "cifar100"], models=["cnn", "vit"], subset=64, download=False,
             progress=False)
 
 
@@ -49,18 +50,19 @@ def test_fast_grid_writes_rows_columns_and_marks_the_stand_in(fast, tmp_path, ca
     with pytest.warns(UserWarning, match="GENERATED STAND-IN"):
         rows = reproduce.reproduce(out=tmp_path, **GRID)
     assert {(r["model"], r["dataset"]) for r in rows} == {
-        ("cnn", "mnist"), ("vit", "mnist"), ("cnn", "cifar10"), ("vit", "cifar10")}
+        ("cnn", "mnist"), ("vit", "mnist"), ("cnn", "cifar100"), ("vit", "cifar100")}
     table = read_csv(tmp_path / "results.csv")
     assert len(table) == 4 and list(table[0]) == list(reproduce.COLUMNS)
     for r in table:
         assert 0 <= float(r["best_val_acc"]) <= 100 and 0 <= float(r["test_acc"]) <= 100
         assert float(r["ms_per_image"]) > 0 and int(r["parameters"]) > 0 and r["epochs"] == "1"
-        stand_in = r["dataset"] == "cifar10"  # CIFAR is never on these machines
-        assert (r["data"] == "GENERATED STAND-IN, not cifar10") == stand_in
+        stand_in = r["dataset"] == "cifar100"  # CIFAR-100 is never on these machines
+        assert (r["data"] == "GENERATED STAND-IN, not cifar100") == stand_in
+        assert r["stand_in"] == str(stand_in)
     markdown = (tmp_path / "results.md").read_text()
-    assert "GENERATED STAND-IN, not cifar10" in markdown and "WARNING" in markdown
+    assert "GENERATED STAND-IN, not cifar100" in markdown and "WARNING" in markdown
     assert "FAST MODE" in markdown
-    assert "GENERATED STAND-IN, not cifar10" in capsys.readouterr().out
+    assert "GENERATED STAND-IN, not cifar100" in capsys.readouterr().out
     assert (tmp_path / "accuracy_vs_time.png").stat().st_size > 0
 
 
@@ -100,6 +102,24 @@ def test_missing_cifar_outside_fast_mode_is_a_clear_error(tmp_path, monkeypatch,
                            "--no-download"])
     err = capsys.readouterr().err
     assert code == 2 and "cifar10 files were not found" in err and "Traceback" not in err
+
+
+def test_rows_from_the_jpeg_copy_say_so(fast, jpeg_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSEKIT_DATA", str(jpeg_root))
+    rows = reproduce.reproduce(["cifar10"], ["cnn"], tmp_path / "out", subset=40, download=False,
+                               progress=False)
+    assert rows[0]["data"].startswith("CIFAR-10 (JPEG copy), 40 images") and not rows[0]["stand_in"]
+    assert "CIFAR-10 (JPEG copy)" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_settings_are_stored_and_compared_on_resume(fast, tmp_path):
+    settings = reproduce.RunSettings.for_mode(subset=64, epochs=1)
+    assert settings.fast and settings.max_steps == 2 and settings.batch_size == 16
+    reproduce.reproduce(["mnist"], ["cnn"], tmp_path, settings, download=False, progress=False)
+    record = reproduce.load_pairs(tmp_path)[0]
+    assert reproduce.RunSettings(**record["settings"]) == settings
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.epochs = 3
 
 
 def test_bad_names_raise_before_training(tmp_path):

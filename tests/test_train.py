@@ -124,9 +124,10 @@ def test_device_auto_prefers_cuda_then_mps(monkeypatch):
     assert config.get_device("cpu").type == "cpu"
 
 
-def test_cnn_learns_real_mnist_in_one_epoch(real_root):
+def test_cnn_learns_real_mnist_in_two_epochs(real_root):
+    # 2,000 images: seeds 0-3 reached 85.5-89.5% after two epochs (one epoch: 74-83.5%, too noisy)
     train, val, _ = get_loaders("mnist", batch_size=64, subset=2000, root=real_root)
     torch.manual_seed(0)
     model = build_model("cnn", "mnist")
-    h = fit(model, train, val, epochs=1, lr=1e-3, device="cpu", progress=False)
-    assert h.val_acc[0] > 0.80
+    h = fit(model, train, val, epochs=2, lr=1e-3, device="cpu", progress=False)
+    assert h.val_acc[-1] > 0.84
