@@ -1,5 +1,8 @@
-"""Tests for coursekit.viz: attention maps against a hand-written forward pass, rollout, explorer."""
+"""Tests for coursekit.viz and coursekit.explorer: attention maps against a hand-written forward pass,
+rollout options and gradient rollout against hand computations, one colour scale, the explorer on
+ipywidgets 7.7.1 (COURSEKIT_IPYWIDGETS7, installed by .ci/run) and 8."""
 
+import os
 import time
 
 import pytest
@@ -274,7 +277,6 @@ def run_in_kernel(code, extra_path=None):
 
 def widgets7_folder():
     """Where .ci/run installs ipywidgets 7.7.1 (Colab's version) beside the course's ipywidgets 8."""
-    import os
     from pathlib import Path
 
     return Path(os.environ.get("COURSEKIT_IPYWIDGETS7",
@@ -287,6 +289,8 @@ def test_explorer_displays_a_widget_view_in_a_real_kernel(version):
     if version == "7":
         folder = widgets7_folder()
         if not (folder / "ipywidgets").is_dir():
+            if os.environ.get("COURSEKIT_IPYWIDGETS7"):  # CI (.ci/run) promised it: a failure
+                pytest.fail(f"COURSEKIT_IPYWIDGETS7={folder} holds no ipywidgets package")
             pytest.skip(f"ipywidgets 7.7.1 not found in {folder}: .ci/run installs it there "
                         "(pip install --target FOLDER ipywidgets==7.7.1 ipython_genutils --no-deps)")
     outputs = run_in_kernel(KERNEL_CODE, folder)
