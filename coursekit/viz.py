@@ -1,4 +1,6 @@
-"""Looking inside vision transformers: attention maps, attention rollout, pictures, an explorer.
+"""Looking inside vision transformers: attention maps, rollout, gradient rollout, pictures.
+
+The explorer (``viz.AttentionExplorer``) lives in :mod:`coursekit.explorer`.
 
 Works with vit-pytorch's ``ViT`` and ``DeepViT`` and with :class:`coursekit.models.Hybrid`.
 Tokens are ``[CLS, patch 1, ..., patch P]`` with the patches in row-major order.
@@ -6,10 +8,8 @@ Tokens are ``[CLS, patch 1, ..., patch P]`` with the patches in row-major order.
 
 from __future__ import annotations
 
-import base64
 import io
 import math
-import sys
 
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -74,17 +74,40 @@ def attention_maps(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return torch.stack(records, dim=1)
 
 
-def attention_rollout(maps: torch.Tensor) -> torch.Tensor:
+def _fuse_heads(maps: torch.Tensor, head_fusion: str) -> torch.Tensor:
+    """[..., heads, T, T] -> [..., T, T] by the mean, max or min over heads."""
+    if head_fusion == "mean":
+        return maps.mean(dim=-3)
+    if head_fusion in ("max", "min"):
+        return getattr(maps, head_fusion)(dim=-3).values
+    raise ValueError(f"head_fusion={head_fusion!r}; choose 'mean', 'max' or 'min'")
+
+
+def attention_rollout(maps: torch.Tensor, head_fusion: str = "mean",
+                      discard_ratio: float = 0.0) -> torch.Tensor:
     """Attention rollout (Abnar & Zuidema, 2020): ``[B, tokens, tokens]``, rows summing to 1.
 
-    maps: [B, layers, heads, tokens, tokens]. Per layer: mean over heads, add the identity for the
-    residual connection, renormalize the rows; then multiply the layers, the first on the right:
+    maps: [B, layers, heads, tokens, tokens]. Per layer: fuse the heads (``head_fusion``: "mean",
+    "max" or "min"); set the smallest ``discard_ratio`` share of the fused entries to 0, never the
+    CLS token's own entry [0, 0] (as jacobgil/vit-explain does); add the identity for the residual
+    connection and renormalize the rows. Then multiply the layers, the first on the right:
     ``R = A_L ... A_2 A_1``. ``R[b, 0, 1:]`` says how much each patch reached the CLS token.
     """
     if maps.dim() != 5 or maps.shape[-1] != maps.shape[-2]:
         raise ValueError(f"maps must be [B, layers, heads, tokens, tokens], got {tuple(maps.shape)}; "
                          "pass the output of attention_maps(model, images)")
-    a = maps.mean(dim=2) + torch.eye(maps.shape[-1], dtype=maps.dtype, device=maps.device)
+    if not 0.0 <= discard_ratio < 1.0:
+        raise ValueError(f"discard_ratio={discard_ratio} must be in [0, 1)")
+    a = _fuse_heads(maps, head_fusion).clone()  # [B, L, T, T]
+    T = a.shape[-1]
+    n_drop = int(T * T * discard_ratio)
+    if n_drop:
+        flat = a.flatten(-2)  # a view: [B, L, T*T]
+        # the smallest entries, the CLS token's own (flat index 0) kept out of the choice
+        keyed = flat.clone()
+        keyed[..., 0] = float("inf")
+        flat.scatter_(-1, keyed.topk(n_drop, dim=-1, largest=False).indices, 0.0)
+    a = a + torch.eye(T, dtype=a.dtype, device=a.device)
     a = a / a.sum(dim=-1, keepdim=True)
     rollout = a[:, 0]
     for layer in range(1, a.shape[1]):
@@ -92,17 +115,76 @@ def attention_rollout(maps: torch.Tensor) -> torch.Tensor:
     return rollout
 
 
-def cls_map(attention: torch.Tensor) -> torch.Tensor:
-    """The CLS token's row without CLS itself, laid out as the patch grid.
+def gradient_rollout(model: nn.Module, images: torch.Tensor, target) -> torch.Tensor:
+    """Class-specific relevance of each patch for class ``target``: ``[B, g, g]`` over the patch grid.
 
-    attention: [..., tokens, tokens] with tokens = 1 + g*g -> [..., g, g].
+    Chefer, Gur & Wolf, "Generic Attention-model Explainability for Interpreting Bi-Modal and
+    Encoder-Decoder Transformers" (ICCV 2021), rule for self-attention: start from R = I
+    [tokens, tokens]; for every layer, with A its attention weights [heads, T, T] and dA the
+    gradient of the target logit with respect to A,
+    ``R <- R + mean_heads(clamp(dA * A, min=0)) @ R``; the result is R's CLS row without CLS.
+    images: [B, C, H, W] normalized like the training data; target: an int or [B] class indices
+    (e.g. the prediction, or the true label to ask "why not this class?").
+    The model runs in eval mode; its flags are restored and no gradients are left on its weights.
+    """
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        raise ValueError("images must be a tensor [B, C, H, W]; for one image use images.unsqueeze(0)")
+    layers = _attention_layers(model)
+    records: list[torch.Tensor | None] = [None] * len(layers)
+
+    def recorder(index):
+        def hook(module, inputs, output):
+            records[index] = output
+        return hook
+
+    flags = {m: m.training for m in model.modules()}
+    handles = []
+    try:
+        handles = [_weights_module(layer).register_forward_hook(recorder(i))
+                   for i, layer in enumerate(layers)]
+        model.eval()
+        device = next(model.parameters()).device
+        with torch.enable_grad():
+            logits = model(images.to(device))
+            target = torch.as_tensor(target, device=device).expand(len(images))
+            score = logits.gather(1, target[:, None]).sum()
+            grads = torch.autograd.grad(score, records)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, flag in flags.items():
+            module.training = flag
+    T = records[0].shape[-1]
+    R = torch.eye(T, device=device).expand(len(images), T, T)
+    for a, da in zip(records, grads):
+        R = R + (da * a).clamp(min=0).mean(dim=1) @ R
+    return cls_map(R.detach().float().cpu())
+
+
+def token_map(attention: torch.Tensor, query: int = 0) -> torch.Tensor:
+    """Row ``query`` of the attention (0 = CLS) over the patches, laid out as the patch grid.
+
+    attention: [..., tokens, tokens] with tokens = 1 + g*g -> [..., g, g] (the CLS column left out;
+    see :func:`self_share` for what a token keeps for itself).
     """
     patches = attention.shape[-1] - 1
     side = math.isqrt(patches)
     if side * side != patches:
         raise ValueError(f"{attention.shape[-1]} tokens are not 1 CLS token + a square grid of patches; "
                          "build the ViT with pool='cls' and a square image")
-    return attention[..., 0, 1:].reshape(*attention.shape[:-2], side, side)
+    if not 0 <= query <= patches:
+        raise ValueError(f"query={query} must be 0 (CLS) or a patch 1..{patches}")
+    return attention[..., query, 1:].reshape(*attention.shape[:-2], side, side)
+
+
+def cls_map(attention: torch.Tensor) -> torch.Tensor:
+    """The CLS token's row without CLS itself as the patch grid: ``token_map(attention, 0)``."""
+    return token_map(attention, 0)
+
+
+def self_share(attention: torch.Tensor, query: int = 0) -> torch.Tensor:
+    """How much token ``query`` attends to itself: attention[..., query, query] (CLS: query=0)."""
+    return attention[..., query, query]
 
 
 def upsample(grid: torch.Tensor, size: int, smooth: bool = False) -> torch.Tensor:
@@ -111,58 +193,112 @@ def upsample(grid: torch.Tensor, size: int, smooth: bool = False) -> torch.Tenso
     return F.interpolate(grid[None, None].float(), size=(size, size), **mode)[0, 0]
 
 
-def _display_image(image: torch.Tensor):
+def display_image(image: torch.Tensor):
     """image: [C, H, W], any scale -> an array matplotlib shows, scaled to [0, 1]."""
     image = image.detach().float().cpu()
     image = (image - image.min()) / (image.max() - image.min()).clamp_min(1e-8)
     return image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
 
 
-def _overlay(ax, image: torch.Tensor, grid: torch.Tensor, smooth: bool = False, alpha: float = 0.55):
-    """Draw image [C, H, W] in gray and the patch grid [g, g] upsampled over it."""
-    ax.imshow(_display_image(image), cmap="gray")
-    ax.imshow(upsample(grid, image.shape[-1], smooth).numpy(), cmap="inferno", alpha=alpha)
+def _overlay(ax, image: torch.Tensor, grid: torch.Tensor, vmax: float, smooth: bool = False,
+             alpha: float = 0.6, query: int = 0):
+    """Draw image [C, H, W] in gray and the patch grid [g, g] over it on the scale [0, vmax];
+    a patch query (1..g*g) is outlined in cyan. Returns the overlay (for a colourbar)."""
+    from matplotlib.patches import Rectangle
+
+    ax.imshow(display_image(image), cmap="gray")
+    im = ax.imshow(upsample(grid, image.shape[-1], smooth).numpy(), cmap="inferno", alpha=alpha,
+                   vmin=0.0, vmax=vmax)
+    if query:
+        g, p = grid.shape[-1], image.shape[-1] / grid.shape[-1]
+        r, c = divmod(query - 1, g)
+        ax.add_patch(Rectangle((c * p - 0.5, r * p - 0.5), p, p, fill=False, color="cyan", lw=1.5))
     ax.set_xticks([])
     ax.set_yticks([])
+    return im
 
 
-def plot_attention_grid(maps: torch.Tensor, image: torch.Tensor, smooth: bool = False) -> Figure:
-    """CLS -> patch attention of every layer (rows) and head (columns) drawn over the image.
+def _who(query: int) -> str:
+    return "CLS" if query == 0 else f"patch {query}"
 
-    maps: [layers, heads, tokens, tokens] for one image; image: [C, H, W].
+
+def plot_attention_grid(maps: torch.Tensor, image: torch.Tensor, title: str = "", query: int = 0,
+                        layers=None, smooth: bool = False) -> Figure:
+    """Token ``query``'s attention (0 = CLS) of every layer (rows) and head (columns) over the image,
+    all panels on one colour scale with one colourbar; each panel notes the token's self-share.
+
+    maps: [layers, heads, tokens, tokens] for one image; image: [C, H, W]; title: e.g. the image,
+    its label, the prediction and its confidence; layers: indices of the rows to show (default all;
+    ``[l]`` puts all heads of layer l side by side).
     """
     if maps.dim() != 4:
         raise ValueError(f"maps must be [layers, heads, tokens, tokens] for one image, got "
                          f"{tuple(maps.shape)}; pass attention_maps(model, images)[i]")
-    layers, heads = maps.shape[:2]
-    fig = Figure(figsize=(1.6 * heads, 1.6 * layers), layout="constrained")
-    axes = fig.subplots(layers, heads, squeeze=False)
-    grids = cls_map(maps)
-    for l in range(layers):
+    rows = list(range(maps.shape[0])) if layers is None else list(layers)
+    heads = maps.shape[1]
+    grids, own = token_map(maps[rows], query), self_share(maps[rows], query)
+    vmax = float(grids.max())
+    fig = Figure(figsize=(1.7 * heads + 1.0, 1.75 * len(rows) + 0.5), layout="constrained")
+    axes = fig.subplots(len(rows), heads, squeeze=False)
+    for r, l in enumerate(rows):
         for h in range(heads):
-            _overlay(axes[l, h], image, grids[l, h], smooth)
-            axes[l, h].set_title(f"Layer {l + 1}, Head {h + 1}", fontsize=8)
+            im = _overlay(axes[r, h], image, grids[r, h], vmax, smooth, query=query)
+            axes[r, h].set_title(f"Layer {l + 1}, Head {h + 1}", fontsize=8)
+            axes[r, h].set_xlabel(f"to itself {float(own[r, h]):.2f}", fontsize=7)
+    fig.colorbar(im, ax=axes, shrink=0.8, label=f"attention of {_who(query)} (one scale)")
+    fig.suptitle(f"{title}{': ' if title else ''}{_who(query)} -> patches", fontsize=9)
     return fig
 
 
 def plot_cls_attention(attention: torch.Tensor, images: torch.Tensor, titles=None,
-                       smooth: bool = True) -> Figure:
-    """For each image, the CLS token's attention to the patches upsampled over the image.
+                       smooth: bool = True, label: str = "CLS attention") -> Figure:
+    """For each image, the CLS token's row over the patches upsampled over the image, all on one
+    colour scale with a colourbar; the CLS token's share for itself is written under each map.
 
     attention: [B, tokens, tokens], e.g. attention_rollout(maps) or maps[:, layer].mean(1);
-    images: [B, C, H, W]; titles: one string per image.
+    images: [B, C, H, W]; titles: one string per image (see :func:`prediction_titles`).
     """
     n = len(images)
-    fig = Figure(figsize=(2.0 * n, 4.2), layout="constrained")
+    fig = Figure(figsize=(2.0 * n + 1.0, 4.4), layout="constrained")
     axes = fig.subplots(2, n, squeeze=False)
-    grids = cls_map(attention)
+    grids, own = cls_map(attention), self_share(attention)
+    vmax = float(grids.max())
     for i in range(n):
-        axes[0, i].imshow(_display_image(images[i]), cmap="gray")
+        axes[0, i].imshow(display_image(images[i]), cmap="gray")
         axes[0, i].set_axis_off()
         if titles is not None:
-            axes[0, i].set_title(titles[i], fontsize=9)
-        _overlay(axes[1, i], images[i], grids[i], smooth, alpha=0.65)
+            axes[0, i].set_title(titles[i], fontsize=8)
+        im = _overlay(axes[1, i], images[i], grids[i], vmax, smooth, alpha=0.65)
+        axes[1, i].set_xlabel(f"CLS to itself {float(own[i]):.2f}", fontsize=8)
+    fig.colorbar(im, ax=axes[1], shrink=0.9, label=label)
     return fig
+
+
+def plot_relevance(relevance: torch.Tensor, images: torch.Tensor, titles, smooth: bool = False) -> Figure:
+    """Maps [B, g, g] (e.g. gradient_rollout for several targets) over images [B, C, H, W] on one
+    colour scale with a colourbar; titles: one string per panel."""
+    n = len(images)
+    fig = Figure(figsize=(2.2 * n + 1.0, 2.6), layout="constrained")
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    vmax = max(float(relevance.max()), 1e-8)
+    for ax, image, grid, title in zip(axes, images, relevance, titles):
+        im = _overlay(ax, image, grid, vmax, smooth, alpha=0.65)
+        ax.set_title(title, fontsize=8)
+    fig.colorbar(im, ax=list(axes), shrink=0.9, label="relevance (one scale)")
+    return fig
+
+
+@torch.no_grad()
+def prediction_titles(model: nn.Module, images: torch.Tensor, labels, names=None) -> list[str]:
+    """One title per image: ``"#i: label 7, predicted 7 (99.1%)"`` (names: image names, default #i)."""
+    model_was_training = model.training
+    device = next(model.parameters()).device
+    probs = torch.softmax(model.eval()(images.to(device)).float().cpu(), dim=-1)
+    model.train(model_was_training)
+    conf, pred = probs.max(dim=-1)
+    names = names or [f"#{i}" for i in range(len(images))]
+    return [f"{n}: label {int(y)}, predicted {int(p)} ({100 * float(c):.1f}%)"
+            for n, y, p, c in zip(names, labels, pred, conf)]
 
 
 def _pos_embedding(model: nn.Module) -> torch.Tensor:
@@ -204,85 +340,8 @@ def figure_png(fig: Figure, dpi: int = 80) -> bytes:
     return buffer.getvalue()
 
 
-
-class AttentionExplorer:
-    """An ipywidgets panel that slides through the attention of ``model`` over ``images``.
-
-    images: [B, C, H, W] (normalized like the training data); labels: optional [B] for the caption.
-    Sliders pick the image, the layer and the head; "mean over heads" averages the heads;
-    "rollout" shows attention rollout up to the chosen layer. Each image's maps are computed once
-    and cached, so a redraw only draws (a PNG rendered with matplotlib's Agg backend).
-    Without a widget frontend (GitHub, nbval) the display falls back to that PNG; ``show_static()``
-    returns the layer x head grid of the current image as a figure.
-    """
-
-    def __init__(self, model: nn.Module, images: torch.Tensor, labels=None, smooth: bool = False,
-                 dpi: int = 80):
-        import ipywidgets as w
-
-        if not isinstance(images, torch.Tensor) or images.dim() != 4 or len(images) == 0:
-            raise ValueError("images must be a non-empty tensor [B, C, H, W]; "
-                             "for one image use images.unsqueeze(0)")
-        if "google.colab" in sys.modules:  # Colab draws ipywidgets 8 with its custom manager
-            try:
-                from google.colab import output
-                output.enable_custom_widget_manager()
-            except Exception:  # pragma: no cover - only on Colab
-                pass
-        self.model, self.images, self.labels = model, images.detach().cpu(), labels
-        self.smooth, self.dpi = smooth, dpi
-        maps = attention_maps(model, self.images)  # once, for every image
-        rollouts = torch.stack([attention_rollout(maps[:, :l + 1]) for l in range(maps.shape[1])], 1)
-        self._cache = {i: (maps[i], rollouts[i]) for i in range(len(maps))}
-        layers, heads = maps.shape[1:3]
-        self.image = w.IntSlider(0, min=0, max=len(images) - 1, description="image")
-        self.layer = w.IntSlider(1, min=1, max=layers, description="layer")
-        self.head = w.IntSlider(1, min=1, max=heads, description="head")
-        self.mean = w.Checkbox(False, description="mean over heads", indent=False)
-        self.rollout = w.Checkbox(False, description="rollout", indent=False)
-        self.picture = w.Image(format="png", width=300, height=300)
-        self.caption = w.HTML()
-        for control in (self.image, self.layer, self.head, self.mean, self.rollout):
-            control.observe(lambda change: self.redraw(), names="value")
-        self.widget = w.VBox([w.HBox([self.image, self.layer, self.head]),
-                              w.HBox([self.mean, self.rollout, self.caption]), self.picture])
-        self.redraw()
-
-    def maps(self, index: int):
-        """``(maps [layers, heads, T, T], rollouts [layers, T, T])`` of image ``index``, computed
-        when the explorer was made; ``rollouts[l]`` rolls out layers 1..l+1."""
-        return self._cache[index]
-
-    def current(self) -> tuple[torch.Tensor, str]:
-        """The patch grid [g, g] the controls select, and a title for it."""
-        maps, rollouts = self.maps(self.image.value)
-        l, h = self.layer.value - 1, self.head.value - 1
-        self.head.disabled = self.mean.value or self.rollout.value
-        if self.rollout.value:
-            return cls_map(rollouts[l]), f"rollout of layers 1-{l + 1}"
-        if self.mean.value:
-            return cls_map(maps[l].mean(0)), f"Layer {l + 1}, mean over heads"
-        return cls_map(maps[l, h]), f"Layer {l + 1}, Head {h + 1}"
-
-    def redraw(self) -> None:
-        """Draw the selected map over the selected image into ``self.picture``."""
-        grid, title = self.current()
-        fig = Figure(figsize=(3, 3), layout="constrained")
-        ax = fig.subplots()
-        _overlay(ax, self.images[self.image.value], grid, self.smooth)
-        ax.set_title(f"CLS attention: {title}", fontsize=8)
-        self.picture.value = figure_png(fig, self.dpi)
-        label = "" if self.labels is None else f" (label {int(self.labels[self.image.value])})"
-        self.caption.value = f"image {self.image.value}{label}"
-
-    def show_static(self) -> Figure:
-        """The layer x head grid of the current image, for frontends without widgets."""
-        return plot_attention_grid(self.maps(self.image.value)[0], self.images[self.image.value],
-                                   self.smooth)
-
-    def _repr_mimebundle_(self, include=None, exclude=None):
-        bundle = dict(self.widget._repr_mimebundle_(include=include, exclude=exclude) or {})
-        bundle["image/png"] = base64.b64encode(self.picture.value).decode("ascii")
-        bundle["text/plain"] = (f"AttentionExplorer over {len(self.images)} images: run it in "
-                                "JupyterLab or Colab to use the sliders; the picture shows the current view.")
-        return bundle
+def __getattr__(name):  # viz.AttentionExplorer lives in coursekit.explorer
+    if name == "AttentionExplorer":
+        from coursekit.explorer import AttentionExplorer
+        return AttentionExplorer
+    raise AttributeError(f"module 'coursekit.viz' has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""A real browser: JupyterLab runs notebook 03 in fast mode and the attention explorer responds.
+"""A real browser: JupyterLab runs notebook 03 in fast mode and the attention explorer responds;
+the exported HTML of notebook 03 (no server, no kernel) has a kernel-free explorer view that responds.
 
 JupyterLab starts on 127.0.0.1 with a random free port and a token, in a temporary folder holding a
 copy of the notebook (outputs cleared; the repository's file is never touched). Debian's Chromium,
@@ -169,6 +170,58 @@ def test_explorer_head_slider_changes_the_picture(lab, tmp_path):
         except Exception:
             page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
             print(f"screenshot: {tmp_path / 'failure.png'}; server log: {tmp_path / 'jupyter.log'}")
+            raise
+        finally:
+            browser.close()
+
+
+def test_kernel_free_view_in_the_exported_html_responds_within_50_ms(tmp_path):
+    """The committed notebook 03 exported with ``jupyter nbconvert --to html``, opened from a file://
+    page with no server or kernel: moving the explorer's head range input redraws its canvas."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)")
+    pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+    from playwright.sync_api import sync_playwright
+
+    nb = nbformat.read(ROOT / "notebooks" / NOTEBOOK, as_version=4)
+    if not any("ck-explorer" in o.get("data", {}).get("text/html", "")
+               for c in nb.cells if c.cell_type == "code" for o in c.outputs):
+        pytest.fail("notebook 03 holds no kernel-free explorer view: execute it and commit it with outputs")
+    subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "--output-dir",
+                    str(tmp_path), str(ROOT / "notebooks" / NOTEBOOK)], check=True, capture_output=True)
+    page_file = tmp_path / NOTEBOOK.replace(".ipynb", ".html")
+    assert page_file.stat().st_size < 8_000_000
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        # nothing may be fetched from the network: only the file itself and data: URIs
+        page.route(re.compile(r"^https?://"), lambda route: route.abort())
+        try:
+            page.goto(page_file.as_uri())
+            root = page.locator(".ck-explorer").first
+            root.wait_for(timeout=20_000)
+            assert root.get_attribute("data-drawn") == "0,0,0,0"
+            result = page.evaluate("""(root) => {
+                const canvas = root.querySelector('.ck-picture'), head = root.querySelector('[name=head]');
+                const before = canvas.toDataURL();
+                const t0 = performance.now();
+                head.value = '2';
+                head.dispatchEvent(new Event('input', {bubbles: true}));
+                const after = canvas.toDataURL();
+                return {ms: performance.now() - t0, changed: before !== after,
+                        drawn: root.getAttribute('data-drawn'),
+                        title: root.querySelector('.ck-title').textContent};
+            }""", root.element_handle())
+            assert result["changed"], "moving the head slider did not change the picture"
+            assert result["drawn"] == "0,0,1,0" and "Head 2" in result["title"]
+            assert result["ms"] < 50, f"redraw took {result['ms']:.1f} ms"
+            # a click on the picture picks a query patch and outlines it
+            root.locator(".ck-picture").click(position={"x": 10, "y": 10})
+            assert root.get_attribute("data-drawn") == "0,0,1,1"
+            assert "patch 1 -> patches" in root.locator(".ck-title").inner_text()
+        except Exception:
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            print(f"screenshot: {tmp_path / 'failure.png'}")
             raise
         finally:
             browser.close()

@@ -13,10 +13,25 @@ def test_ci_runs_the_readme_test_command():
     assert TEST_COMMAND in (ROOT / ".ci" / "run").read_text().splitlines()
 
 
-def test_requirements_pin_vit_pytorch_and_install_coursekit():
+def test_pyproject_pins_and_requirements_agree():
+    import tomllib
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+
+    deps = {r.name: r for r in map(Requirement, tomllib.loads(
+        (ROOT / "pyproject.toml").read_text())["project"]["dependencies"])}
+    assert {"vit-pytorch", "einops", "ipywidgets", "torch"} <= set(deps)
+    assert all(r.specifier for r in deps.values()), "every dependency of coursekit has a version range"
+    assert "<" in str(deps["vit-pytorch"].specifier)
     lines = (ROOT / "requirements.txt").read_text().splitlines()
-    assert any(line.startswith("vit-pytorch>=") and "<" in line for line in lines)
     assert "-e ." in lines
+    for line in lines:  # a package both files name: the versions requirements.txt allows fit pyproject's
+        if line and not line.startswith(("#", "-")) and Requirement(line).name in deps:
+            req = Requirement(line)
+            assert deps[req.name].specifier.contains(version(req.name)), (line, deps[req.name])
+            lower = [s.version for s in req.specifier if s.operator == ">="]
+            assert all(deps[req.name].specifier.contains(v) for v in lower), (line, deps[req.name])
 
 
 def test_colab_links_match_the_repository_address():

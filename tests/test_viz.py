@@ -1,5 +1,8 @@
-"""Tests for coursekit.viz: attention maps against a hand-written forward pass, rollout, explorer."""
+"""Tests for coursekit.viz and coursekit.explorer: attention maps against a hand-written forward pass,
+rollout options and gradient rollout against hand computations, one colour scale, the explorer on
+ipywidgets 7.7.1 (COURSEKIT_IPYWIDGETS7, installed by .ci/run) and 8."""
 
+import os
 import time
 
 import pytest
@@ -129,14 +132,98 @@ def test_cls_map_and_position_similarity():
         viz.cls_map(torch.rand(18, 18))
 
 
+def test_rollout_options_match_hand_computed_cases():
+    # 1 image, 1 layer, 2 heads, 2 tokens
+    h1 = torch.tensor([[0.8, 0.2], [0.4, 0.6]])
+    h2 = torch.tensor([[0.2, 0.8], [0.0, 1.0]])
+    maps = torch.stack([h1, h2])[None, None]  # [1, 1, 2, 2, 2]
+    def by_hand(fused):
+        a = fused + torch.eye(2)
+        return a / a.sum(-1, keepdim=True)
+    # mean [[.5, .5], [.2, .8]] -> +I [[1.5, .5], [.2, 1.8]] -> rows / 2
+    torch.testing.assert_close(viz.attention_rollout(maps), torch.tensor([[[0.75, 0.25], [0.1, 0.9]]]))
+    # max [[.8, .8], [.4, 1.]] -> [[1.8, .8], [.4, 2.]]; min [[.2, .2], [0., .6]] -> [[1.2, .2], [0., 1.6]]
+    torch.testing.assert_close(viz.attention_rollout(maps, "max")[0], by_hand(torch.tensor([[0.8, 0.8], [0.4, 1.0]])))
+    torch.testing.assert_close(viz.attention_rollout(maps, "min")[0], torch.tensor([[1.2 / 1.4, 0.2 / 1.4], [0.0, 1.0]]))
+    # discard 0.5 of 4 entries = 2: of mean [[.5, .5], [.2, .8]] the smallest two, never [0, 0]:
+    # .2 at [1, 0] and one .5 at [0, 1] -> [[.5, 0], [0, .8]] -> +I -> identity after renormalizing
+    torch.testing.assert_close(viz.attention_rollout(maps, discard_ratio=0.5)[0], torch.eye(2))
+    # discard 0.25 = 1 entry: only .2 -> [[.5, .5], [0, .8]] -> [[1.5, .5], [0, 1.8]] / rows
+    torch.testing.assert_close(viz.attention_rollout(maps, discard_ratio=0.25)[0],
+                               torch.tensor([[0.75, 0.25], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="head_fusion"):
+        viz.attention_rollout(maps, "median")
+    with pytest.raises(ValueError, match="discard_ratio"):
+        viz.attention_rollout(maps, discard_ratio=1.0)
+
+
+def hand_gradient_rollout(net, x, target):
+    """Chefer et al.'s rule on a forward pass written out by hand (no hooks): [B, T, T]."""
+    tokens = net.to_patch_embedding(x)
+    cls = net.cls_token.reshape(1, 1, -1).expand(len(x), 1, -1)
+    z = torch.cat([cls, tokens], dim=1) + net.pos_embedding.reshape(1, -1, tokens.shape[-1])
+    attentions = []
+    for attn, ff in net.transformer.layers:
+        q, k, v = attn.to_qkv(attn.norm(z)).chunk(3, dim=-1)
+        q, k, v = (t.unflatten(-1, (attn.heads, -1)).transpose(1, 2) for t in (q, k, v))
+        a = torch.softmax(q @ k.transpose(-1, -2) * attn.scale, dim=-1)  # [B, h, T, T]
+        attentions.append(a)
+        z = attn.to_out((a @ v).transpose(1, 2).flatten(2)) + z
+        z = ff(z) + z
+    logits = net.mlp_head(net.transformer.norm(z)[:, 0])
+    grads = torch.autograd.grad(logits[torch.arange(len(x)), target].sum(), attentions)
+    R = torch.eye(z.shape[1]).repeat(len(x), 1, 1)
+    for a, g in zip(attentions, grads):
+        cam = (g * a).clamp(min=0).mean(1)
+        R = R + torch.bmm(cam, R)
+    return R
+
+
+def test_gradient_rollout_matches_a_hand_computation(images):
+    model = small("vit", patch_size=7).eval()
+    target = torch.tensor([3, 0, 9])
+    expected = hand_gradient_rollout(model, images, target)[:, 0, 1:].reshape(3, 4, 4)
+    got = viz.gradient_rollout(model, images, target)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+    assert (got >= 0).all() and got.sum() > 0
+    assert not torch.allclose(got, viz.gradient_rollout(model, images, 5)), "the target must matter"
+    assert all(p.grad is None for p in model.parameters()) and no_hooks(model)
+
+
+def shared_scale(fig):
+    """(vmin, vmax) of every overlay image in fig's panels, and how many colourbars it has."""
+    scales = {im.get_clim() for ax in fig.axes for im in ax.images if im.get_cmap().name == "inferno"}
+    bars = sum(1 for ax in fig.axes if ax.get_label() == "<colorbar>")
+    return scales, bars
+
+
+def test_attention_pictures_use_one_colour_scale_with_a_colourbar(images):
+    model = small("vit", patch_size=7)
+    maps = viz.attention_maps(model, images)
+    for fig, top in [(viz.plot_attention_grid(maps[0], images[0], "x"), viz.cls_map(maps[0]).max()),
+                     (viz.plot_attention_grid(maps[0], images[0], query=5, layers=[1]),
+                      viz.token_map(maps[0, [1]], 5).max()),
+                     (viz.plot_cls_attention(viz.attention_rollout(maps), images),
+                      viz.cls_map(viz.attention_rollout(maps)).max())]:
+        scales, bars = shared_scale(fig)
+        assert scales == {(0.0, float(top))}, scales
+        assert bars == 1
+    grid = viz.plot_attention_grid(maps[0], images[0])
+    own = [ax.get_xlabel() for ax in grid.axes if ax.get_title()]
+    assert own[0] == f"to itself {float(maps[0, 0, 0, 0, 0]):.2f}"
+
+
 def test_plots_return_figures(images):
     model = small("vit", patch_size=7)  # 16 patches keep the position-similarity grid quick
     maps = viz.attention_maps(model, images)
     grid = viz.plot_attention_grid(maps[0], images[0])
     titles = [ax.get_title() for ax in grid.axes]
-    assert len(titles) == 8 and "Layer 1, Head 2" in titles and "Layer 2, Head 4" in titles
+    assert "Layer 1, Head 2" in titles and "Layer 2, Head 4" in titles
+    titles = viz.prediction_titles(model, images, [7, 2, 1])
+    assert titles[0].startswith("#0: label 7, predicted ") and titles[0].endswith("%)")
+    rel = viz.gradient_rollout(model, images, 1)
     for fig in (grid, viz.plot_cls_attention(viz.attention_rollout(maps), images, list("abc")),
-                viz.plot_position_similarity(model)):
+                viz.plot_relevance(rel, images, list("abc")), viz.plot_position_similarity(model)):
         assert isinstance(fig, Figure)
         assert viz.figure_png(fig)[:4] == b"\x89PNG"
 
@@ -144,20 +231,73 @@ def test_plots_return_figures(images):
 def test_explorer_redraws_fast_without_a_browser(images):
     explorer = viz.AttentionExplorer(small("vit"), images, labels=torch.tensor([7, 2, 1]))
     assert explorer.head.description == "head" and explorer.head.max == 4 and explorer.layer.max == 2
+    assert explorer.query.max == 49
     times, pictures = [], [explorer.picture.value]
     for control, value in [(explorer.head, 2), (explorer.head, 3), (explorer.layer, 2),
-                           (explorer.image, 1), (explorer.image, 2)]:
+                           (explorer.query, 9), (explorer.image, 1), (explorer.image, 2)]:
         start = time.perf_counter()
         control.value = value  # observers run synchronously, as when a slider moves
         times.append(time.perf_counter() - start)
         pictures.append(explorer.picture.value)
     assert all(a != b for a, b in zip(pictures, pictures[1:])), "every move must change the picture"
     assert sorted(times)[len(times) // 2] < 0.2, f"redraw times {times} (median must be < 0.2 s)"
-    assert "label 1" in explorer.caption.value
+    assert "image 2: label 1, predicted" in explorer.caption.value
+    assert "patch 9 to itself" in explorer.current()[1]
     explorer.mean.value = True
     assert explorer.head.disabled and "mean over heads" in explorer.current()[1]
     explorer.rollout.value = True
     assert "rollout of layers 1-2" in explorer.current()[1]
-    bundle = explorer._repr_mimebundle_()
-    assert {"image/png", "text/plain", "application/vnd.jupyter.widget-view+json"} <= set(bundle)
-    assert len(explorer.show_static().axes) == 8
+    assert len(explorer.show_static().axes) == 8 + 1  # 2 x 4 panels and one colourbar
+    html = explorer.html()
+    assert html.count('type="range"') == 4 and "<canvas" in html and len(html) < 1_000_000
+
+
+KERNEL_CODE = """
+import sys, torch
+from coursekit import viz
+from coursekit.models import build_model
+import ipywidgets
+print("ipywidgets", ipywidgets.__version__)
+torch.manual_seed(0)
+model = build_model("vit", "mnist", dim=32, depth=1, heads=2, dim_head=8, mlp_dim=32, patch_size=7)
+viz.AttentionExplorer(model, torch.randn(2, 1, 28, 28))
+"""
+
+
+def run_in_kernel(code, extra_path=None):
+    """Outputs of ``code`` run in a fresh Python kernel (with ``extra_path`` first on sys.path)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    prefix = f"import sys; sys.path.insert(0, {str(extra_path)!r})\n" if extra_path else ""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(prefix + code)])
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    return nb.cells[0].outputs
+
+
+def widgets7_folder():
+    """Where .ci/run installs ipywidgets 7.7.1 (Colab's version) beside the course's ipywidgets 8."""
+    from pathlib import Path
+
+    return Path(os.environ.get("COURSEKIT_IPYWIDGETS7",
+                               Path.home() / ".cache" / "coursekit" / "ipywidgets7"))
+
+
+@pytest.mark.parametrize("version", ["7", "8"])
+def test_explorer_displays_a_widget_view_in_a_real_kernel(version):
+    folder = None
+    if version == "7":
+        folder = widgets7_folder()
+        if not (folder / "ipywidgets").is_dir():
+            if os.environ.get("COURSEKIT_IPYWIDGETS7"):  # CI (.ci/run) promised it: a failure
+                pytest.fail(f"COURSEKIT_IPYWIDGETS7={folder} holds no ipywidgets package")
+            pytest.skip(f"ipywidgets 7.7.1 not found in {folder}: .ci/run installs it there "
+                        "(pip install --target FOLDER ipywidgets==7.7.1 ipython_genutils --no-deps)")
+    outputs = run_in_kernel(KERNEL_CODE, folder)
+    assert not [o for o in outputs if o.output_type == "error"], outputs
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert f"ipywidgets {version}." in text
+    data = [o.data for o in outputs if o.output_type == "display_data"]
+    views = [d for d in data if "application/vnd.jupyter.widget-view+json" in d]
+    assert len(views) == 1 and views[0]["application/vnd.jupyter.widget-view+json"]["model_id"]
+    assert any("ck-explorer" in d.get("text/html", "") for d in data), "the kernel-free view is missing"
