@@ -121,12 +121,11 @@ def _decode(dataset) -> tuple[torch.Tensor, torch.Tensor]:
     return images.contiguous(), torch.as_tensor(dataset.targets, dtype=torch.long)
 
 
-def source_files(dataset, root) -> list[Path]:
-    """The files a dataset was read from: an ImageFolder's images, or torchvision's data files."""
+def source_files(name: str, dataset, root) -> list[Path]:
+    """The files dataset ``name`` was read from: an ImageFolder's images, or torchvision's data files."""
     if hasattr(dataset, "samples"):
         return [Path(p) for p, _ in dataset.samples]
-    info = dataset_info(dataset.coursekit_name)
-    return [Path(root) / f for f in info.files]
+    return [Path(root) / f for f in dataset_info(name).files]
 
 
 def fingerprint(files) -> str:
@@ -150,9 +149,8 @@ def load_split(name: str, train: bool = True, root=None, download: bool = True) 
     if getattr(dataset, "stand_in", False):
         images, targets = _decode(dataset)
         return TensorSplit(name, images, targets, dataset.source, stand_in=True, classes=classes)
-    dataset.coursekit_name = name
     split = "train" if train else "test"
-    key = fingerprint(source_files(dataset, data_root(root)))
+    key = fingerprint(source_files(name, dataset, data_root(root)))
     path = cache_dir() / f"{name}-{split}-{key}.pt"
     if path.exists():
         cached = torch.load(path, weights_only=True)

@@ -8,6 +8,7 @@ Tokens are ``[CLS, patch 1, ..., patch P]`` with the patches in row-major order.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 
@@ -35,6 +36,40 @@ def _weights_module(layer: nn.Module) -> nn.Module:
     return layer.reattn_norm if isinstance(layer, deepvit.Attention) else layer.attend
 
 
+@contextlib.contextmanager
+def _recorded_attention(model: nn.Module, images: torch.Tensor):
+    """Within the block, ``model`` is in eval mode and every attention layer's weights are recorded.
+
+    Yields ``(records, images)``: a list that the forward pass fills with one weights tensor
+    [B, heads, T, T] per layer, and the images moved to the model's device. Afterwards the hooks
+    are removed and the training flags restored, even when the forward pass fails.
+    """
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"images must be a tensor [B, C, H, W], got {shape}; "
+                         "for one image use images.unsqueeze(0)")
+    layers = _attention_layers(model)
+    records: list[torch.Tensor | None] = [None] * len(layers)
+
+    def recorder(index):
+        def hook(module, inputs, output):
+            records[index] = output
+        return hook
+
+    flags = {m: m.training for m in model.modules()}
+    handles = []
+    try:
+        handles = [_weights_module(layer).register_forward_hook(recorder(i))
+                   for i, layer in enumerate(layers)]
+        model.eval()
+        yield records, images.to(next(model.parameters()).device)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, flag in flags.items():
+            module.training = flag
+
+
 @torch.no_grad()
 def attention_maps(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Attention weights of every layer and head: ``[B, layers, heads, tokens, tokens]`` on the CPU.
@@ -46,32 +81,9 @@ def attention_maps(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     The model runs once in eval mode under temporary forward hooks; its training flags are
     restored and the hooks removed afterwards, even when the forward pass fails.
     """
-    if not isinstance(images, torch.Tensor) or images.dim() != 4:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"images must be a tensor [B, C, H, W], got {shape}; "
-                         "for one image use images.unsqueeze(0)")
-    layers = _attention_layers(model)
-    records: list[torch.Tensor | None] = [None] * len(layers)
-
-    def recorder(index):
-        def hook(module, inputs, output):
-            records[index] = output.detach().float().cpu()
-        return hook
-
-    flags = {m: m.training for m in model.modules()}
-    handles = []
-    try:
-        handles = [_weights_module(layer).register_forward_hook(recorder(i))
-                   for i, layer in enumerate(layers)]
-        model.eval()
-        device = next(model.parameters()).device
-        model(images.to(device))
-    finally:
-        for handle in handles:
-            handle.remove()
-        for module, flag in flags.items():
-            module.training = flag
-    return torch.stack(records, dim=1)
+    with _recorded_attention(model, images) as (records, x):
+        model(x)
+    return torch.stack([r.float().cpu() for r in records], dim=1)
 
 
 def _fuse_heads(maps: torch.Tensor, head_fusion: str) -> torch.Tensor:
@@ -127,35 +139,13 @@ def gradient_rollout(model: nn.Module, images: torch.Tensor, target) -> torch.Te
     (e.g. the prediction, or the true label to ask "why not this class?").
     The model runs in eval mode; its flags are restored and no gradients are left on its weights.
     """
-    if not isinstance(images, torch.Tensor) or images.dim() != 4:
-        raise ValueError("images must be a tensor [B, C, H, W]; for one image use images.unsqueeze(0)")
-    layers = _attention_layers(model)
-    records: list[torch.Tensor | None] = [None] * len(layers)
-
-    def recorder(index):
-        def hook(module, inputs, output):
-            records[index] = output
-        return hook
-
-    flags = {m: m.training for m in model.modules()}
-    handles = []
-    try:
-        handles = [_weights_module(layer).register_forward_hook(recorder(i))
-                   for i, layer in enumerate(layers)]
-        model.eval()
-        device = next(model.parameters()).device
-        with torch.enable_grad():
-            logits = model(images.to(device))
-            target = torch.as_tensor(target, device=device).expand(len(images))
-            score = logits.gather(1, target[:, None]).sum()
-            grads = torch.autograd.grad(score, records)
-    finally:
-        for handle in handles:
-            handle.remove()
-        for module, flag in flags.items():
-            module.training = flag
+    with _recorded_attention(model, images) as (records, x), torch.enable_grad():
+        logits = model(x)
+        target = torch.as_tensor(target, device=x.device).expand(len(images))
+        score = logits.gather(1, target[:, None]).sum()
+        grads = torch.autograd.grad(score, records)
     T = records[0].shape[-1]
-    R = torch.eye(T, device=device).expand(len(images), T, T)
+    R = torch.eye(T, device=x.device).expand(len(images), T, T)
     for a, da in zip(records, grads):
         R = R + (da * a).clamp(min=0).mean(dim=1) @ R
     return cls_map(R.detach().float().cpu())
