@@ -3,8 +3,10 @@
 For each model kind on one dataset, side by side in one run: the median training step
 (forward, backward, AdamW) in fp32 and under bf16 autocast, what ``fit(precision="auto")`` would
 pick, and the test accuracy of the same seeded short run (``--subset`` images, ``--epochs``) in both.
+It is also how the CPU grid's models were sized (``--grid cpu --epochs 0``: speeds only).
 
-    python benchmarks/precision.py [--dataset cifar10] [--models cnn,vit,deepvit,hybrid] [--subset 5000]
+    python benchmarks/precision.py [--dataset cifar10] [--grid cpu] [--models cnn,vit,deepvit,hybrid]
+                                   [--subset 5000] [--epochs 2]
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch
 
 from coursekit.bench import environment
 from coursekit.data import dataset_info, get_loaders, source_of
-from coursekit.models import build_model
+from coursekit.models import GRIDS, build_model
 from coursekit.train import choose_precision, evaluate, fit
 
 
@@ -38,32 +40,33 @@ def images_per_s(model, images, labels, precision: str, steps: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="cifar10")
+    parser.add_argument("--grid", default="cpu", choices=tuple(GRIDS), help="model sizes (default: cpu)")
     parser.add_argument("--models", default="cnn,vit,deepvit,hybrid")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per precision (median)")
     parser.add_argument("--subset", type=int, default=5000, help="images of the short accuracy run")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs of the short accuracy run")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs of the short accuracy run (0: none)")
     args = parser.parse_args()
     info = dataset_info(args.dataset)
     train, val, test = get_loaders(args.dataset, batch_size=args.batch_size, subset=args.subset,
                                    augment=info.augment, download=False)
     images, labels = next(iter(train))
     print(f"environment: {environment()}")
-    print(f"data: {source_of(train)}; steps: batch {args.batch_size}, median of {args.steps} after 2 "
+    print(f"grid: {args.grid}; data: {source_of(train)}; steps: batch {args.batch_size}, median of {args.steps} after 2 "
           f"warm-ups; accuracy: {args.subset} images, {args.epochs} epochs, seed 0, test on "
           f"{len(test.dataset)} images")
     print(f"{'model':8s} {'fp32 img/s':>11s} {'bf16 img/s':>11s} {'bf16/fp32':>9s} {'auto':>5s} "
           f"{'fp32 acc':>9s} {'bf16 acc':>9s}")
     for kind in args.models.split(","):
         torch.manual_seed(0)
-        model = build_model(kind, args.dataset)
-        speed = {p: images_per_s(build_model(kind, args.dataset), images, labels, p, args.steps)
+        model = build_model(kind, args.dataset, args.grid)
+        speed = {p: images_per_s(build_model(kind, args.dataset, args.grid), images, labels, p, args.steps)
                  for p in ("fp32", "bf16")}
         auto = choose_precision(model, images, "cpu")
-        acc = {}
-        for p in ("fp32", "bf16"):
+        acc = {"fp32": float("nan"), "bf16": float("nan")}
+        for p in ("fp32", "bf16") if args.epochs else ():
             torch.manual_seed(0)
-            net = build_model(kind, args.dataset)
+            net = build_model(kind, args.dataset, args.grid)
             fit(net, train, val, epochs=args.epochs, lr=1e-3, device="cpu", progress=False, precision=p)
             acc[p] = 100 * evaluate(net, test, "cpu", p)["acc"]
         print(f"{kind:8s} {speed['fp32']:11.0f} {speed['bf16']:11.0f} {speed['bf16'] / speed['fp32']:9.2f} "

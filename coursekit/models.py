@@ -1,8 +1,12 @@
 """The four models the course compares: a CNN, a ViT, a DeepViT and a hybrid CNN + ViT.
 
-ViT and DeepViT come from the ``vit-pytorch`` library. ``build_model(kind, dataset)`` gives the
-course's defaults, chosen to have at most as many parameters as the reference table's models
-(1.2M to 1.9M) and at least 16 patches.
+ViT and DeepViT come from the ``vit-pytorch`` library. ``build_model(kind, dataset, grid)`` gives
+the course's settings for one of two grids, each model with at most as many parameters as the
+reference table's model of the same kind and dataset (1.2M to 1.9M) and at least 16 patches:
+
+- ``"reference"``: the reference table's scale (64 tokens of CIFAR, depth 8, dropout), for a GPU;
+- ``"cpu"``: sized for a laptop CPU, chosen by measuring images per second
+  (``python benchmarks/precision.py --grid cpu``): 16 tokens for the ViTs, a deeper stem for the hybrid, no dropout.
 """
 
 from __future__ import annotations
@@ -45,32 +49,36 @@ class CNN(nn.Module):
 class Hybrid(nn.Module):
     """A small convolutional stem whose feature map a ViT reads as its image.
 
-    The stem (two 3x3 convolutions with batch norm, then a 2x2 max-pool) turns
-    x: [B, C, H, W] into a feature map [B, stem_channels, H/2, W/2]; the ViT (``self.vit``)
-    cuts that map into patches. Returns logits [B, num_classes].
+    ``stem`` lists stages; each stage is 3x3 convolutions (with batch norm and ReLU) of the given
+    widths, then a 2x2 max-pool. The default ``((32, 32),)`` is one stage of two convolutions:
+    x: [B, C, H, W] -> feature map [B, 32, H/2, W/2]; ``((32,), (64,))`` gives [B, 64, H/4, W/4].
+    The ViT (``self.vit``) cuts that map into patches. Returns logits [B, num_classes].
     """
 
-    def __init__(self, in_channels: int, num_classes: int, image_size: int, stem_channels: int = 32,
+    def __init__(self, in_channels: int, num_classes: int, image_size: int, stem=((32, 32),),
                  patch_size: int = 2, dim: int = 128, depth: int = 8, heads: int = 4,
                  mlp_dim: int = 384, dropout: float = 0.1, emb_dropout: float = 0.1, **vit_kwargs):
         super().__init__()
-        if image_size % 2:
-            raise ValueError(f"image_size={image_size} must be even: the stem halves it")
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, stem_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(stem_channels), nn.ReLU(),
-            nn.Conv2d(stem_channels, stem_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(stem_channels), nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
+        side, layers, channels = image_size, [], in_channels
+        for widths in stem:
+            if side % 2:
+                raise ValueError(f"image_size={image_size}: the stem's {len(stem)} 2x2 max-pools "
+                                 f"need a side that halves evenly, and {side} does not; use fewer stages")
+            for width in widths:
+                layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False),
+                           nn.BatchNorm2d(width), nn.ReLU()]
+                channels = width
+            layers.append(nn.MaxPool2d(2))
+            side //= 2
+        self.stem = nn.Sequential(*layers)  # [B, C, H, W] -> [B, channels, side, side]
         try:
-            self.vit = make_vit(ViT, image_size=image_size // 2, patch_size=patch_size,
+            self.vit = make_vit(ViT, image_size=side, patch_size=patch_size,
                                 num_classes=num_classes, dim=dim, depth=depth, heads=heads,
-                                mlp_dim=mlp_dim, channels=stem_channels, dropout=dropout,
+                                mlp_dim=mlp_dim, channels=channels, dropout=dropout,
                                 emb_dropout=emb_dropout, **vit_kwargs)
         except ValueError as error:
-            raise ValueError(f"the hybrid's stem halves {image_size}x{image_size} images to a "
-                             f"{image_size // 2}x{image_size // 2} feature map: {error}") from None
+            raise ValueError(f"the hybrid's stem turns {image_size}x{image_size} images into a "
+                             f"{side}x{side} feature map: {error}") from None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.vit(self.stem(x))
@@ -102,29 +110,58 @@ def make_vit(cls, *, image_size: int, patch_size: int, dim: int, heads: int, **k
     return cls(image_size=image_size, patch_size=patch_size, dim=dim, heads=heads, **kwargs)
 
 
-# The course's defaults. Every model has at most the parameters of the reference table's model of
-# the same kind and dataset (tests/test_models.py checks it) and at least 16 patches.
-TRANSFORMER = dict(dim=128, depth=8, heads=4, mlp_dim=384, dropout=0.1, emb_dropout=0.1)
-DEFAULTS = {
-    "vit": TRANSFORMER,
-    "deepvit": TRANSFORMER,
-    # 28 -> 14x14 feature map -> 49 patches of 2x2; 32 -> 16x16 -> 64 patches
-    "hybrid": dict(TRANSFORMER, stem_channels=32, patch_size=2),
+# The two grids of settings, one dict per model kind. A dict keyed by 28 and 32 gives a setting per
+# image side (MNIST-like, CIFAR). Every model has at most the parameters of the reference table's
+# model of the same kind and dataset and at least 16 patches (tests/test_models.py checks both).
+_REFERENCE_TRANSFORMER = dict(
+    dim=128, depth=8, heads=4, mlp_dim=384,
+    dropout=0.1, emb_dropout=0.1,  # as the reference table's models; costs ~1.6x per CPU step
+)
+_CPU_TRANSFORMER = dict(
+    dim=128, depth=6, heads=4, mlp_dim=256,  # 6 blocks of width 128: ~0.8M parameters
+    dropout=0.0, emb_dropout=0.0,  # regularized by augmentation and weight decay instead
+)
+GRIDS = {
+    "reference": {
+        # 28 -> 7x7 = 49 patches of 4x4; 32 -> 8x8 = 64 patches of 4x4
+        "vit": dict(_REFERENCE_TRANSFORMER, patch_size=4),
+        "deepvit": dict(_REFERENCE_TRANSFORMER, patch_size=4),
+        # one stage: 28 -> 14x14 feature map -> 49 patches of 2x2; 32 -> 16x16 -> 64 patches
+        "hybrid": dict(_REFERENCE_TRANSFORMER, stem=((32, 32),), patch_size=2),
+    },
+    "cpu": {
+        # 4x4 = 16 patches: 7x7 pixels on MNIST, 8x8 on CIFAR; a quarter of the reference's tokens
+        "vit": dict(_CPU_TRANSFORMER, patch_size={28: 7, 32: 8}),
+        # re-attention mixes the heads (a LayerNorm across them): 8 heads of 16 train better than 4
+        # of 32 on MNIST at the same width and parameters (97.6% against 96.0%, 3 epochs)
+        "deepvit": dict(_CPU_TRANSFORMER, heads=8, dim_head=16, patch_size={28: 7, 32: 8}),
+        # two stages reach a 7x7 (MNIST) or 8x8 (CIFAR) map of 64 channels: one token per cell
+        "hybrid": dict(_CPU_TRANSFORMER, depth=4, stem=((32,), (64,)), patch_size=1),
+    },
 }
-# patch size per image side: 28 -> 7x7 = 49 patches of 4x4; 32 -> 8x8 = 64 patches of 4x4
-PATCH_SIZE = {28: 4, 32: 4}
 KINDS = ("cnn", "vit", "deepvit", "hybrid")
 
 
-def build_model(kind: str, dataset: str = "mnist", **overrides) -> nn.Module:
+def model_settings(kind: str, image_size: int, grid: str = "reference") -> dict:
+    """The keyword settings of model ``kind`` in ``grid`` for images of side ``image_size``."""
+    if grid not in GRIDS:
+        raise ValueError(f"unknown grid {grid!r}; known grids: {', '.join(GRIDS)}")
+    return {name: value[image_size] if isinstance(value, dict) else value
+            for name, value in GRIDS[grid].get(kind, {}).items()}
+
+
+def build_model(kind: str, dataset: str = "mnist", grid: str = "reference", **overrides) -> nn.Module:
     """The course's model ``kind`` ("cnn", "vit", "deepvit", "hybrid") sized for ``dataset``.
 
-    ``overrides`` replace default settings, e.g. ``build_model("vit", "mnist", depth=4, patch_size=7)``.
+    ``grid``: "reference" (the reference table's scale) or "cpu" (sized for a laptop CPU); see
+    ``GRIDS``. The CNN is the same in both. ``overrides`` replace settings, e.g.
+    ``build_model("vit", "mnist", depth=4, patch_size=7)``.
     The model maps images [B, C, H, W] to logits [B, num_classes].
     """
     if kind not in KINDS:
         raise ValueError(f"unknown model kind {kind!r}; known kinds: {', '.join(KINDS)}")
     info = dataset_info(dataset)
+    settings = {**model_settings(kind, info.image_size, grid), **overrides}
     shape = dict(num_classes=info.num_classes, image_size=info.image_size)
     if kind == "cnn":
         if overrides:
@@ -132,7 +169,6 @@ def build_model(kind: str, dataset: str = "mnist", **overrides) -> nn.Module:
                              "it is the fixed PyTorch MNIST example network")
         return CNN(in_channels=info.channels, **shape)
     if kind == "hybrid":
-        return Hybrid(in_channels=info.channels, **shape, **{**DEFAULTS[kind], **overrides})
-    settings = {"patch_size": PATCH_SIZE[info.image_size], **DEFAULTS[kind], **overrides}
+        return Hybrid(in_channels=info.channels, **shape, **settings)
     cls = ViT if kind == "vit" else DeepViT
     return make_vit(cls, channels=info.channels, **shape, **settings)

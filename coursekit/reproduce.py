@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from . import bench, config
 from .data import dataset_info, get_loaders, source_of, uses_stand_in
 from .models import KINDS, build_model
-from .train import evaluate, fit, save_atomically
+from .train import choose_precision, evaluate, fit, save_atomically, step_seconds
 
 DEFAULT_EPOCHS = 30
 # column key -> header in results.md; results.csv uses the keys
@@ -48,9 +48,12 @@ COLUMNS = {
 class RunSettings:
     """How every pair of a run is trained; stored with each finished pair and compared on resume."""
 
+    grid: str = "reference"  # model sizes: "reference" (the reference table's) or "cpu" (models.GRIDS)
     epochs: int = DEFAULT_EPOCHS  # training epochs per pair
     batch_size: int = 128  # images per training step
     lr: float = 1e-3  # peak learning rate of fit's one-cycle schedule
+    augment: bool | None = None  # padded random crops (and flips where they keep the class);
+    # None: the dataset's default (DatasetInfo.augment: on for CIFAR, off for digits)
     seed: int = 0  # fixes the split, the subset, the initial weights, batch order and augmentation
     subset: int | None = None  # train on N class-balanced images (None: the whole training set)
     max_steps: int | None = None  # at most this many batches per epoch (fast mode)
@@ -58,11 +61,34 @@ class RunSettings:
     fast: bool = False  # made in fast mode (CI): numbers that teach nothing
 
     @classmethod
-    def for_mode(cls, **changes) -> "RunSettings":
-        """The defaults, or in fast mode (``COURSEKIT_FAST=1``) 1 epoch of 2 batches of 16 on
-        128 images; ``changes`` that are not ``None`` replace fields."""
-        base = dict(epochs=1, batch_size=16, subset=128, max_steps=2, fast=True) if config.is_fast() else {}
+    def for_mode(cls, grid: str = "reference", dataset: str | None = None, **changes) -> "RunSettings":
+        """The settings of ``grid`` for ``dataset`` (``PRESETS``), or in fast mode
+        (``COURSEKIT_FAST=1``) 1 epoch of 2 batches of 16 on 128 images; ``changes`` that are
+        not ``None`` replace fields, e.g. ``RunSettings.for_mode("cpu", "cifar10", epochs=2)``."""
+        if grid not in PRESETS:
+            raise ValueError(f"unknown grid {grid!r}; known grids: {', '.join(PRESETS)}")
+        base = dict(grid=grid, **PRESETS[grid].get(dataset, {}))
+        if config.is_fast():
+            base.update(epochs=1, batch_size=16, subset=128, max_steps=2, fast=True)
         return cls(**{**base, **{k: v for k, v in changes.items() if v is not None}})
+
+
+# Each grid's run settings per dataset, where they differ from RunSettings' defaults: what
+# notebook 05 and `python -m coursekit.reproduce --grid NAME` train. The CPU grid's were chosen
+# by measurement on 2 CPU cores (README, "Measured results").
+PRESETS = {
+    "reference": {},  # 30 epochs at lr 1e-3 on every dataset: hours on a CPU, minutes on a GPU
+    "cpu": {
+        "mnist": dict(epochs=4, lr=2e-3),  # no augmentation: it slowed the ViTs down in 3-5 epochs
+        "cifar10": dict(epochs=12, lr=2e-3),
+        "cifar100": dict(epochs=12, lr=2e-3),
+    },
+}
+
+
+def default_grid(device) -> str:
+    """The grid a machine can train: ``"reference"`` on a GPU, ``"cpu"`` anywhere else."""
+    return "reference" if torch.device(device).type == "cuda" else "cpu"
 
 
 def pair_path(out, model: str, dataset: str) -> Path:
@@ -98,14 +124,15 @@ def run_pair(model: str, dataset: str, out, settings: RunSettings, *, device="au
         print(f"{dataset}/{model}: settings changed since the recorded run, training again")
     device = config.get_device(device)
     info = dataset_info(dataset)
+    augment = info.augment if s.augment is None else s.augment
     train_loader, val_loader, test_loader = get_loaders(
-        dataset, batch_size=s.batch_size, subset=s.subset, augment=info.augment, seed=s.seed,
+        dataset, batch_size=s.batch_size, subset=s.subset, augment=augment, seed=s.seed,
         download=download)
     stand_in = uses_stand_in(train_loader)
     if stand_in:
         print(f"WARNING: {dataset}: {source_of(train_loader)}. Its numbers say nothing about {dataset}.")
     config.seed_everything(s.seed)
-    net = build_model(model, dataset)
+    net = build_model(model, dataset, s.grid)
     start = time.perf_counter()
     history = fit(net, train_loader, val_loader, epochs=s.epochs, lr=s.lr, device=device, seed=s.seed,
                   max_steps=s.max_steps, progress=progress, precision=s.precision)
@@ -135,59 +162,53 @@ def run_pair(model: str, dataset: str, out, settings: RunSettings, *, device="au
 
 
 def reproduce(datasets=("mnist", "cifar10", "cifar100"), models=KINDS, out="results",
-              settings: RunSettings | None = None, *, device="auto", download: bool = True,
-              progress: bool = True, **changes) -> list[dict]:
+              settings: RunSettings | None = None, *, grid: str | None = None, device="auto",
+              download: bool = True, progress: bool = True, **changes) -> list[dict]:
     """Run every (model, dataset) pair not yet finished in ``out``; rebuild the tables; return rows.
 
-    ``settings``: a :class:`RunSettings`, else ``RunSettings.for_mode(**changes)``, e.g.
-    ``reproduce(["mnist"], ["cnn"], epochs=3)``. Files written in ``out``: ``results.csv``,
-    ``results.md``, ``accuracy_vs_time.png``, and per pair ``pairs/*.json`` + weights.
+    ``settings``: one :class:`RunSettings` for every dataset, else each dataset's
+    ``RunSettings.for_mode(grid, dataset, **changes)``, e.g. ``reproduce(["mnist"], ["cnn"],
+    grid="cpu", epochs=3)``; ``grid`` defaults to :func:`default_grid` of the device. Files written
+    in ``out``: ``results.csv``, ``results.md``, ``accuracy_vs_time.png``, and per pair
+    ``pairs/*.json`` + weights.
     """
     for name in datasets:
         dataset_info(name)  # ValueError for an unknown name, before any training
     unknown = [m for m in models if m not in KINDS]
     if unknown:
         raise ValueError(f"unknown model kind(s) {unknown}; known kinds: {', '.join(KINDS)}")
-    settings = settings or RunSettings.for_mode(**changes)
+    device = config.get_device(device)
+    grid = grid or default_grid(device)
+    per_dataset = {d: settings or RunSettings.for_mode(grid, d, **changes) for d in datasets}
     pairs = [(d, m) for d in datasets for m in models]
     try:
         for d, m in tqdm(pairs, desc="pairs", unit="pair", disable=not progress):
-            run_pair(m, d, out, settings, device=device, download=download, progress=progress)
+            run_pair(m, d, out, per_dataset[d], device=device, download=download, progress=progress)
     finally:  # also after Ctrl-C: the tables show every pair finished so far
         rows = write_results(out)
     return rows
 
 
-def estimate_seconds(model: str, dataset: str, epochs: int, batch_size: int = 128,
-                     subset: int | None = None, device="auto", steps: int = 3) -> float:
-    """Estimated seconds to train ``model`` on ``dataset`` (validation and test included).
+def estimate_seconds(model: str, dataset: str, settings: RunSettings, device="auto",
+                     steps: int = 3) -> float:
+    """Estimated seconds to train ``model`` on ``dataset`` with ``settings`` (validation and test included).
 
     Times ``steps`` training steps on random inputs [batch_size, C, H, W] after one warm-up step,
-    then scales: 90% of the images train, 10% validate, 10,000 (or ``subset``) test images, an
-    evaluation batch costing about a third of a training step. Data loading is not counted.
+    in the precision ``fit`` would choose, then scales: 90% of the images train, 10% validate,
+    10,000 (or ``subset``) test images, an evaluation batch costing about a third of a training
+    step. Data loading is not counted.
     """
-    device = config.get_device(device)
-    info = dataset_info(dataset)
-    net = build_model(model, dataset).to(device)
-    optimizer = torch.optim.AdamW(net.parameters())
-    x = torch.randn(batch_size, info.channels, info.image_size, info.image_size, device=device)
-    y = torch.randint(info.num_classes, (batch_size,), device=device)
-    for i in range(steps + 1):
-        if i == 1:  # the first step warms up
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(net(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    step = (time.perf_counter() - start) / steps
-    images = subset or dataset_info(dataset).train_size
-    batches = lambda n: -(-round(n) // batch_size)  # noqa: E731  (ceiling division)
-    per_epoch = batches(0.9 * images) + batches(0.1 * images) / 3
-    return step * (epochs * per_epoch + batches(min(images, 10_000)) / 3)
+    s, device, info = settings, config.get_device(device), dataset_info(dataset)
+    with torch.random.fork_rng():  # leaves the seeded run that follows untouched
+        net = build_model(model, dataset, s.grid).to(device)
+        x = torch.randn(s.batch_size, info.channels, info.image_size, info.image_size, device=device)
+        precision = choose_precision(net, x, device) if s.precision == "auto" else s.precision
+        step = step_seconds(net, x, precision, steps)
+    images = s.subset or info.train_size
+    batches = lambda n: -(-round(n) // s.batch_size)  # noqa: E731  (ceiling division)
+    train_batches = batches(0.9 * images) if s.max_steps is None else min(s.max_steps, batches(0.9 * images))
+    per_epoch = train_batches + batches(0.1 * images) / 3
+    return step * (s.epochs * per_epoch + batches(min(images, 10_000)) / 3)
 
 
 def write_results(out) -> list[dict]:
@@ -259,13 +280,15 @@ def plot_results(rows: list[dict]):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m coursekit.reproduce", description=__doc__.split("\n")[0])
     p.add_argument("--datasets", default="mnist,cifar10,cifar100", help="comma-separated names")
+    p.add_argument("--grid", choices=tuple(PRESETS), default=None,
+                   help="model sizes and run settings (default: reference on a GPU, cpu elsewhere)")
     p.add_argument("--models", default=",".join(KINDS), help="comma-separated kinds")
-    p.add_argument("--epochs", type=int, default=None, help=f"default {DEFAULT_EPOCHS} (fast mode: 1)")
+    p.add_argument("--epochs", type=int, default=None, help="default: the grid's (fast mode: 1)")
     p.add_argument("--out", default="results", help="folder for the results (default: results)")
     p.add_argument("--fast", action="store_true", help="CI mode: small subsets, few steps")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=None, help="default 128 (fast mode: 16)")
-    p.add_argument("--lr", type=float, default=None, help="default 1e-3")
+    p.add_argument("--lr", type=float, default=None, help="default: the grid's")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
                    help="default auto: bf16 autocast where it measures faster for a model")
@@ -276,10 +299,12 @@ def main(argv=None) -> int:
         os.environ[config.FAST_ENV] = "1"  # also lets get_dataset use the CIFAR stand-in
     device = config.setup(args.seed, args.device)
     try:
-        settings = RunSettings.for_mode(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                        seed=args.seed, subset=args.subset, precision=args.precision)
-        rows = reproduce(args.datasets.split(","), args.models.split(","), args.out, settings,
-                         device=device, download=not args.no_download)
+        grid = args.grid or default_grid(device)
+        print(f"grid: {grid}")
+        rows = reproduce(args.datasets.split(","), args.models.split(","), args.out, grid=grid,
+                         device=device, download=not args.no_download, epochs=args.epochs,
+                         batch_size=args.batch_size, lr=args.lr, seed=args.seed, subset=args.subset,
+                         precision=args.precision)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

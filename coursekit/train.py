@@ -41,18 +41,25 @@ PRECISIONS = ("auto", "fp32", "bf16")
 _measured: dict = {}  # (model class, parameters, batch shape, threads) -> the faster precision on the CPU
 
 
-def _step_seconds(model: nn.Module, images: torch.Tensor, precision: str, steps: int = 3) -> float:
-    """Median seconds of one training step (forward, backward, SGD) after one warm-up step."""
+def step_seconds(model: nn.Module, images: torch.Tensor, precision: str, steps: int = 3) -> float:
+    """Median seconds of one training step (forward, backward, SGD) after one warm-up step.
+
+    images: [B, C, H, W] on the model's device. The model's weights change (by a tiny step).
+    """
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)
+    labels = torch.zeros(len(images), dtype=torch.long, device=images.device)
+    cuda = images.device.type == "cuda"
     times = []
     for i in range(steps + 1):
         start = time.perf_counter()
         with torch.autocast(images.device.type, torch.bfloat16, enabled=precision == "bf16"):
             logits = model(images)
-        loss = nn.functional.cross_entropy(logits.float(), torch.zeros(len(images), dtype=torch.long))
+        loss = nn.functional.cross_entropy(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if cuda:
+            torch.cuda.synchronize()
         if i:
             times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
@@ -76,7 +83,7 @@ def choose_precision(model: nn.Module, images: torch.Tensor, device) -> str:
     if key not in _measured:
         with torch.random.fork_rng():
             probe = copy.deepcopy(model).train()
-            fp32, bf16 = (_step_seconds(probe, images.cpu(), p) for p in ("fp32", "bf16"))
+            fp32, bf16 = (step_seconds(probe, images.cpu(), p) for p in ("fp32", "bf16"))
         _measured[key] = "bf16" if bf16 < 0.9 * fp32 else "fp32"
     return _measured[key]
 

@@ -279,15 +279,17 @@ def plot_relevance(relevance: torch.Tensor, images: torch.Tensor, titles, smooth
 
 
 @torch.no_grad()
-def prediction_titles(model: nn.Module, images: torch.Tensor, labels, names=None) -> list[str]:
-    """One title per image: ``"#i: label 7, predicted 7 (99.1%)"`` (names: image names, default #i)."""
+def prediction_titles(model: nn.Module, images: torch.Tensor, labels, names=None, classes=None) -> list[str]:
+    """One title per image: ``"#i: label 7, predicted 7 (99.1%)"`` (names: image names, default #i;
+    classes: class names in label order, e.g. ``"#0: label cat, predicted dog (61.0%)"``)."""
     model_was_training = model.training
     device = next(model.parameters()).device
     probs = torch.softmax(model.eval()(images.to(device)).float().cpu(), dim=-1)
     model.train(model_was_training)
     conf, pred = probs.max(dim=-1)
     names = names or [f"#{i}" for i in range(len(images))]
-    return [f"{n}: label {int(y)}, predicted {int(p)} ({100 * float(c):.1f}%)"
+    say = (lambda k: classes[int(k)]) if classes is not None else int  # noqa: E731
+    return [f"{n}: label {say(y)}, predicted {say(p)} ({100 * float(c):.1f}%)"
             for n, y, p, c in zip(names, labels, pred, conf)]
 
 

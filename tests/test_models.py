@@ -4,7 +4,9 @@ from vit_pytorch import ViT
 from vit_pytorch.deepvit import DeepViT
 
 from coursekit.bench import count_parameters
-from coursekit.models import CNN, KINDS, Hybrid, build_model
+from torch import nn
+
+from coursekit.models import CNN, GRIDS, KINDS, Hybrid, build_model
 
 # The course's reference table (shared/seeds): parameters of each model the course must not exceed.
 REFERENCE_PARAMETERS = {
@@ -30,27 +32,44 @@ def test_cnn_defaults_are_mnist():
 
 
 @pytest.mark.parametrize("kind, dataset", sorted(REFERENCE_PARAMETERS))
-def test_defaults_are_parameter_matched_and_run(kind, dataset):
+@pytest.mark.parametrize("grid", sorted(GRIDS))
+def test_both_grids_are_parameter_matched_and_run(grid, kind, dataset):
     torch.manual_seed(0)
-    model = build_model(kind, dataset).eval()
+    model = build_model(kind, dataset, grid).eval()
     n = count_parameters(model)
-    assert 1_000_000 <= n <= REFERENCE_PARAMETERS[kind, dataset]
+    assert (1_000_000 if grid == "reference" else 500_000) <= n <= REFERENCE_PARAMETERS[kind, dataset]
     classes = 100 if dataset == "cifar100" else 10
     logits = model(torch.randn(3, *SHAPES[dataset]))
     assert logits.shape == (3, classes) and torch.isfinite(logits).all()
 
 
+# patches per image: (side of the image or of the hybrid's feature map / patch size) ** 2
+PATCHES = {
+    ("reference", "vit", "mnist"): (28 // 4) ** 2, ("reference", "vit", "cifar10"): (32 // 4) ** 2,
+    ("reference", "hybrid", "mnist"): (14 // 2) ** 2, ("reference", "hybrid", "cifar10"): (16 // 2) ** 2,
+    ("cpu", "vit", "mnist"): (28 // 7) ** 2, ("cpu", "vit", "cifar10"): (32 // 8) ** 2,
+    ("cpu", "hybrid", "mnist"): (7 // 1) ** 2, ("cpu", "hybrid", "cifar10"): (8 // 1) ** 2,
+}
+
+
 @pytest.mark.parametrize("kind, cls", [("vit", ViT), ("deepvit", DeepViT), ("hybrid", Hybrid)])
+@pytest.mark.parametrize("grid", sorted(GRIDS))
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
-def test_transformers_use_the_side_length_and_at_least_16_patches(kind, cls, dataset):
-    model = build_model(kind, dataset)
+def test_transformers_use_the_side_length_and_at_least_16_patches(kind, cls, grid, dataset):
+    model = build_model(kind, dataset, grid)
     assert isinstance(model, cls)
     vit = model.vit if kind == "hybrid" else model
-    side = SHAPES[dataset][-1] // (2 if kind == "hybrid" else 1)
-    patches = (side // (2 if kind == "hybrid" else 4)) ** 2  # the default patch sizes
+    patches = PATCHES[grid, "hybrid" if kind == "hybrid" else "vit", dataset]
     # image_size is the side length: one position embedding per patch plus the class token
-    assert vit.pos_embedding.shape[-2] == patches + 1
-    assert patches >= 16
+    assert vit.pos_embedding.shape[-2] == patches + 1 >= 17
+
+
+@pytest.mark.parametrize("stem, channels, side", [(((32, 32),), 32, 16), (((32,), (64,)), 64, 8),
+                                                  (((8, 8), (16,), (24,)), 24, 4)])
+def test_the_hybrid_stem_halves_the_side_per_stage(stem, channels, side):
+    model = Hybrid(3, 10, 32, stem=stem, patch_size=1, dim=32, depth=1, heads=2, mlp_dim=32)
+    assert model.stem(torch.randn(2, 3, 32, 32)).shape == (2, channels, side, side)
+    assert sum(isinstance(m, nn.Conv2d) for m in model.stem) == sum(map(len, stem))
 
 
 def test_overrides_change_the_model():
@@ -66,6 +85,12 @@ def test_impossible_settings_raise_with_a_fix():
         build_model("deepvit", "cifar10", heads=3)
     with pytest.raises(ValueError, match="16x16 feature map: patch_size=3 does not divide"):
         build_model("hybrid", "cifar10", patch_size=3)
+    with pytest.raises(ValueError, match="7x7 feature map: patch_size=2 does not divide"):
+        build_model("hybrid", "mnist", "cpu", patch_size=2)
+    with pytest.raises(ValueError, match="need a side that halves evenly, and 7 does not"):
+        build_model("hybrid", "mnist", stem=((8,), (8,), (8,)))
+    with pytest.raises(ValueError, match="unknown grid 'gpu'; known grids: reference, cpu"):
+        build_model("vit", "mnist", "gpu")
     with pytest.raises(ValueError, match="must be even"):
         CNN(image_size=27)
     with pytest.raises(ValueError, match="no settings to override"):

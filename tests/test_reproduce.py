@@ -4,9 +4,12 @@ import csv
 import dataclasses
 
 import pytest
+import torch
 
 from coursekit import config, reproduce
+from coursekit.bench import count_parameters
 from coursekit.data import dataset_info
+from coursekit.models import build_model
 
 GRID = dict(datasets=["mnist", "cifar100"], models=["cnn", "vit"], subset=64, download=False,
             progress=False)
@@ -127,3 +130,38 @@ def test_bad_names_raise_before_training(tmp_path):
         reproduce.reproduce(["mnist"], ["transformer"], tmp_path, progress=False)
     with pytest.raises(ValueError, match="unknown dataset"):
         reproduce.reproduce(["imagenet"], ["cnn"], tmp_path, progress=False)
+
+
+def test_grid_presets_outside_fast_mode(monkeypatch):
+    monkeypatch.setenv("COURSEKIT_FAST", "0")
+    cpu = reproduce.RunSettings.for_mode("cpu", "cifar10")
+    assert (cpu.grid, cpu.epochs, cpu.lr, cpu.fast) == ("cpu", 12, 2e-3, False)
+    assert reproduce.RunSettings.for_mode("cpu", "mnist", epochs=5).epochs == 5
+    assert reproduce.RunSettings.for_mode("reference", "cifar10") == reproduce.RunSettings()
+    with pytest.raises(ValueError, match="unknown grid 'gpu'; known grids: reference, cpu"):
+        reproduce.RunSettings.for_mode("gpu", "mnist")
+    assert reproduce.default_grid("cpu") == "cpu" and reproduce.default_grid("cuda") == "reference"
+
+
+def test_the_grid_sizes_the_models_and_augment_reaches_the_loaders(fast, tmp_path, monkeypatch):
+    seen = {}
+    real_get_loaders = reproduce.get_loaders
+
+    def get_loaders(name, **kwargs):
+        seen[name] = kwargs["augment"]
+        return real_get_loaders(name, **kwargs)
+
+    monkeypatch.setattr(reproduce, "get_loaders", get_loaders)
+    settings = dataclasses.replace(reproduce.RunSettings.for_mode("cpu", "mnist", subset=64), augment=True)
+    rows = reproduce.reproduce(["mnist"], ["vit"], tmp_path, settings, download=False, progress=False)
+    assert rows[0]["parameters"] == count_parameters(build_model("vit", "mnist", "cpu"))
+    assert rows[0]["parameters"] != count_parameters(build_model("vit", "mnist", "reference"))
+    assert seen == {"mnist": True}  # MNIST's own default is False
+
+
+def test_estimate_leaves_the_seeded_run_alone(fast):
+    settings = reproduce.RunSettings.for_mode("cpu", "mnist")
+    state = torch.random.get_rng_state()
+    seconds = reproduce.estimate_seconds("cnn", "mnist", settings, "cpu", steps=1)
+    assert 0 < seconds < float("inf")
+    assert torch.equal(torch.random.get_rng_state(), state)

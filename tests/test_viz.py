@@ -221,6 +221,10 @@ def test_plots_return_figures(images):
     assert "Layer 1, Head 2" in titles and "Layer 2, Head 4" in titles
     titles = viz.prediction_titles(model, images, [7, 2, 1])
     assert titles[0].startswith("#0: label 7, predicted ") and titles[0].endswith("%)")
+    classes = [f"class {k}" for k in range(10)]
+    named = viz.prediction_titles(model, images, [7, 2, 1], classes=classes)
+    predicted = int(titles[1].split("predicted ")[1].split(" ")[0])
+    assert named[1].startswith(f"#1: label class 2, predicted class {predicted} (")
     rel = viz.gradient_rollout(model, images, 1)
     for fig in (grid, viz.plot_cls_attention(viz.attention_rollout(maps), images, list("abc")),
                 viz.plot_relevance(rel, images, list("abc")), viz.plot_position_similarity(model)):
