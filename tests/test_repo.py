@@ -38,3 +38,19 @@ def test_colab_links_match_the_repository_address():
     result = subprocess.run([sys.executable, "scripts/sync_links.py", "--check"], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+def test_reference_grid_script_trains_each_model_in_its_own_process_then_writes_the_tables(tmp_path):
+    shim = tmp_path / "bin" / "python"  # stands in for python: records each call's arguments
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "calls"}\n')
+    shim.chmod(0o755)
+    env = {"PATH": f"{shim.parent}:/usr/bin:/bin"}
+    subprocess.run(["bash", "scripts/reference_grid.sh", str(tmp_path / "out"), "mnist,cifar10"],
+                   cwd=ROOT, env=env, check=True)
+    calls = (tmp_path / "calls").read_text().splitlines()
+    grid = "-m coursekit.reproduce --grid reference --datasets mnist,cifar10"
+    assert sorted(calls[:4]) == sorted(f"{grid} --models {m} --out {tmp_path / 'out'}"
+                                       for m in ("cnn", "vit", "deepvit", "hybrid"))
+    assert calls[4:] == [f"{grid} --out {tmp_path / 'out'}"]
+    assert (tmp_path / "out" / "logs").is_dir()
