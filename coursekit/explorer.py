@@ -22,8 +22,8 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from torch import nn
 
-from coursekit.viz import (_overlay, _who, attention_maps, attention_rollout, display_image,
-                           figure_png, plot_attention_grid, self_share, token_map, upsample)
+from coursekit.maps import attention_maps, attention_rollout, self_share, token_map
+from coursekit.viz import display_image, figure_png, overlay, plot_attention_grid, query_name, upsample
 
 
 def _uint8_b64(x: np.ndarray) -> str:
@@ -104,7 +104,7 @@ class AttentionExplorer:
             a, what = maps[l].mean(0), f"Layer {l + 1}, mean over heads"
         else:
             a, what = maps[l, h], f"Layer {l + 1}, Head {h + 1}"
-        return token_map(a, q), f"{what}; {_who(q)} to itself {float(self_share(a, q)):.2f}"
+        return token_map(a, q), f"{what}; {query_name(q)} to itself {float(self_share(a, q)):.2f}"
 
     def redraw(self) -> None:
         """Draw the selected map over the selected image into ``self.picture`` (one figure, kept:
@@ -116,7 +116,7 @@ class AttentionExplorer:
         if not hasattr(self, "_fig"):
             self._fig = Figure(figsize=(3.4, 3), layout="constrained")
             ax = self._fig.subplots()
-            im = _overlay(ax, self.images[i], grid, self.vmax, self.smooth)
+            im = overlay(ax, self.images[i], grid, self.vmax, self.smooth)
             self._fig.colorbar(im, ax=ax, shrink=0.8)
             self._gray, self._heat = ax.images
             self._mark = ax.add_patch(Rectangle((0, 0), 1, 1, fill=False, color="cyan", lw=1.5))
@@ -128,7 +128,7 @@ class AttentionExplorer:
         self._mark.set(xy=(c * p - 0.5, r * p - 0.5), width=p, height=p, visible=q > 0)
         ax.set_title(f"{what}\nmax {float(grid.max()):.2f}", fontsize=7)
         self.picture.value = figure_png(self._fig, self.dpi)
-        self.caption.value = f"{self.title(i)}; {_who(q)} -> patches"
+        self.caption.value = f"{self.title(i)}; {query_name(q)} -> patches"
 
     def show_static(self) -> Figure:
         """The layer x head grid of the current image (query token as chosen), on one scale."""
