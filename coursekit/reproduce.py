@@ -21,6 +21,7 @@ import io
 import json
 import os
 import sys
+import textwrap
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 
 from . import bench, config
 from .data import dataset_info, get_loaders, source_of, uses_stand_in
-from .models import KINDS, build_model
+from .models import KINDS, build_model, model_settings
 from .train import choose_precision, evaluate, fit, save_atomically, step_seconds
 
 DEFAULT_EPOCHS = 30
@@ -110,20 +111,23 @@ def device_label(device: torch.device) -> str:
 
 def run_pair(model: str, dataset: str, out, settings: RunSettings, *, device="auto",
              download: bool = True, progress: bool = True) -> dict:
-    """Train and measure one pair, unless ``out`` already holds it with the same settings.
+    """Train and measure one pair, unless ``out`` already holds it with the same run and model settings.
 
-    Returns the finished record ``{"row", "history", "settings", "stand_in"}``. Ctrl-C during
-    training raises ``KeyboardInterrupt`` and records nothing: a half-trained pair is not a result.
+    Returns the finished record ``{"row", "history", "settings", "model_settings", "stand_in"}``.
+    Ctrl-C during training raises ``KeyboardInterrupt`` and records nothing: a half-trained pair is
+    not a result.
     """
     s = settings
+    info = dataset_info(dataset)
+    # build_model's settings for this pair, as JSON stores them (tuples become lists)
+    sizes = json.loads(json.dumps(model_settings(model, info.image_size, s.grid)))
     path = pair_path(out, model, dataset)
     if path.exists():
         record = json.loads(path.read_text())
-        if record["settings"] == asdict(s):
+        if record["settings"] == asdict(s) and record.get("model_settings") == sizes:
             return record
         print(f"{dataset}/{model}: settings changed since the recorded run, training again")
     device = config.get_device(device)
-    info = dataset_info(dataset)
     augment = info.augment if s.augment is None else s.augment
     train_loader, val_loader, test_loader = get_loaders(
         dataset, batch_size=s.batch_size, subset=s.subset, augment=augment, seed=s.seed,
@@ -155,7 +159,8 @@ def run_pair(model: str, dataset: str, out, settings: RunSettings, *, device="au
                parameters=bench.count_parameters(net), epochs=len(history.train_loss),
                best_epoch=history.best_epoch + 1, train_time_s=round(train_time, 1),
                precision=history.precision, device=device_label(device))
-    record = dict(row=row, history=history.as_dict(), settings=asdict(s), stand_in=stand_in)
+    record = dict(row=row, history=history.as_dict(), settings=asdict(s), model_settings=sizes,
+                  stand_in=stand_in)
     save_atomically(net.state_dict(), path.with_suffix(".pt"))  # for attention maps later
     save_atomically(json.dumps(record, indent=1), path)  # the "finished" mark, last
     return record
@@ -253,16 +258,16 @@ def plot_results(rows: list[dict]):
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     models = list(dict.fromkeys(r["model"] for r in rows))
     width = 0.8 / len(models)
-    stand_in = {r["dataset"] for r in rows if r["stand_in"]}
+    source = {d: next(r["data"] for r in rows if r["dataset"] == d) for d in datasets}  # e.g. "CIFAR-10 (JPEG copy)"
     for j, m in enumerate(models):
         for i, d in enumerate(datasets):
             r = next((r for r in rows if r["model"] == m and r["dataset"] == d), None)
             if r is not None:
                 bars.bar(i + j * width, r["test_acc"], width, color=f"C{j}", label=m if i == 0 else None)
                 scatter.scatter(r["ms_per_image"], r["test_acc"], color=f"C{j}", marker="os^Dv"[i % 5],
-                                label=f"{m}, {d}" + (" (STAND-IN)" if d in stand_in else ""))
-    names = [d + ("\n(STAND-IN)" if d in stand_in else "") for d in datasets]
-    bars.set_xticks([i + 0.4 - width / 2 for i in range(len(datasets))], names)
+                                label=f"{m}, {source[d]}")
+    bars.set_xticks([i + 0.4 - width / 2 for i in range(len(datasets))],
+                    [textwrap.fill(source[d], 20) for d in datasets])
     bars.set_ylabel("test accuracy (%)")
     bars.set_title("Accuracy at the best validation epoch")
     bars.legend(fontsize=8)

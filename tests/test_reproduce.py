@@ -9,7 +9,7 @@ import torch
 from coursekit import config, reproduce
 from coursekit.bench import count_parameters
 from coursekit.data import dataset_info
-from coursekit.models import build_model
+from coursekit.models import GRIDS, build_model
 
 GRID = dict(datasets=["mnist", "cifar100"], models=["cnn", "vit"], subset=64, download=False,
             progress=False)
@@ -165,3 +165,30 @@ def test_estimate_leaves_the_seeded_run_alone(fast):
     seconds = reproduce.estimate_seconds("cnn", "mnist", settings, "cpu", steps=1)
     assert 0 < seconds < float("inf")
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_a_changed_model_setting_trains_the_pair_again(fast, tmp_path, monkeypatch, capsys):
+    calls = counting_fit(monkeypatch)
+    settings = reproduce.RunSettings.for_mode("cpu", "mnist", subset=64)
+    run = lambda: reproduce.reproduce(["mnist"], ["vit"], tmp_path, settings,  # noqa: E731
+                                      download=False, progress=False)
+    run()
+    assert reproduce.load_pairs(tmp_path)[0]["model_settings"]["patch_size"] == 7
+    run()
+    assert len(calls) == 1  # same run and model settings: kept
+    monkeypatch.setitem(GRIDS["cpu"], "vit", {**GRIDS["cpu"]["vit"], "depth": 2})
+    run()
+    assert len(calls) == 2 and "settings changed since the recorded run" in capsys.readouterr().out
+    assert reproduce.load_pairs(tmp_path)[0]["model_settings"]["depth"] == 2
+
+
+def test_the_chart_names_each_data_source():
+    rows = [dict(model=m, dataset=d, data=data, stand_in=data.startswith("GENERATED"), test_acc=50.0,
+                 ms_per_image=1.0 + i, device="cpu (2 threads)")
+            for i, m in enumerate(("cnn", "vit"))
+            for d, data in (("cifar10", "CIFAR-10 (JPEG copy)"), ("cifar100", "GENERATED STAND-IN, not cifar100"))]
+    bars, scatter = reproduce.plot_results(rows).axes
+    ticks = [t.get_text().replace("\n", " ") for t in bars.get_xticklabels()]
+    assert ticks == ["CIFAR-10 (JPEG copy)", "GENERATED STAND-IN, not cifar100"]
+    legend = [t.get_text() for t in scatter.get_legend().get_texts()]
+    assert "vit, CIFAR-10 (JPEG copy)" in legend and "cnn, GENERATED STAND-IN, not cifar100" in legend
