@@ -7,6 +7,7 @@ driven by playwright, runs all cells from the Run menu, moves the explorer's hea
 keyboard and checks that the picture changes. Skipped when Chromium, playwright or MNIST is missing.
 """
 
+import contextlib
 import os
 import re
 import secrets
@@ -29,6 +30,25 @@ NOTEBOOK = "03_vit_mnist.ipynb"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@contextlib.contextmanager
+def chromium_page(tmp_path, **page_options):
+    """A page of Debian's Chromium driven by playwright; on failure a full-page screenshot is kept in
+    ``tmp_path`` (its path printed) before the error goes on. The browser is closed either way."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(**page_options)
+        try:
+            yield page
+        except Exception:
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            print(f"screenshot: {tmp_path / 'failure.png'}; server log, if any: {tmp_path / 'jupyter.log'}")
+            raise
+        finally:
+            browser.close()
 
 
 def free_port() -> int:
@@ -138,41 +158,30 @@ def wait_for_explorer(page, slider, timeout_s: float) -> None:
 
 
 def test_explorer_head_slider_changes_the_picture(lab, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     base, token = lab
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        try:
-            page.goto(f"{base}/lab/tree/notebooks/{NOTEBOOK}?token={token}")
-            page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
-            wait_until_idle(page)  # the kernel must be up before "Run All Cells" does anything
-            run_all_cells(page)
+    with chromium_page(tmp_path, viewport={"width": 1400, "height": 1000}) as page:
+        page.goto(f"{base}/lab/tree/notebooks/{NOTEBOOK}?token={token}")
+        page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
+        wait_until_idle(page)  # the kernel must be up before "Run All Cells" does anything
+        run_all_cells(page)
 
-            head = page.locator(".widget-slider", has=page.locator(
-                ".widget-label", has_text=re.compile(r"^head$")))
-            wait_for_explorer(page, head.first, timeout_s=180)  # fast mode trains a few batches first
-            picture = page.locator("img.widget-image").first
-            picture.wait_for()
-            before = picture.get_attribute("src")
-            readout = head.first.locator(".widget-readout")
-            assert readout.inner_text().strip() == "1"
+        head = page.locator(".widget-slider", has=page.locator(
+            ".widget-label", has_text=re.compile(r"^head$")))
+        wait_for_explorer(page, head.first, timeout_s=180)  # fast mode trains a few batches first
+        picture = page.locator("img.widget-image").first
+        picture.wait_for()
+        before = picture.get_attribute("src")
+        readout = head.first.locator(".widget-readout")
+        assert readout.inner_text().strip() == "1"
 
-            handle = head.first.locator(".noUi-handle")
-            handle.focus()
-            page.keyboard.press("ArrowRight")
-            page.wait_for_function(
-                "([el, old]) => el.getAttribute('src') !== old",
-                arg=[picture.element_handle(), before], timeout=20_000)
-            assert readout.inner_text().strip() == "2"
-            assert picture.get_attribute("src") != before
-        except Exception:
-            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
-            print(f"screenshot: {tmp_path / 'failure.png'}; server log: {tmp_path / 'jupyter.log'}")
-            raise
-        finally:
-            browser.close()
+        handle = head.first.locator(".noUi-handle")
+        handle.focus()
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function(
+            "([el, old]) => el.getAttribute('src') !== old",
+            arg=[picture.element_handle(), before], timeout=20_000)
+        assert readout.inner_text().strip() == "2"
+        assert picture.get_attribute("src") != before
 
 
 def test_kernel_free_view_in_the_exported_html_responds_within_50_ms(tmp_path):
@@ -181,7 +190,6 @@ def test_kernel_free_view_in_the_exported_html_responds_within_50_ms(tmp_path):
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)")
     pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
-    from playwright.sync_api import sync_playwright
 
     nb = nbformat.read(ROOT / "notebooks" / NOTEBOOK, as_version=4)
     if not any("ck-explorer" in o.get("data", {}).get("text/html", "")
@@ -191,37 +199,28 @@ def test_kernel_free_view_in_the_exported_html_responds_within_50_ms(tmp_path):
                     str(tmp_path), str(ROOT / "notebooks" / NOTEBOOK)], check=True, capture_output=True)
     page_file = tmp_path / NOTEBOOK.replace(".ipynb", ".html")
     assert page_file.stat().st_size < 8_000_000
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page()
+    with chromium_page(tmp_path) as page:
         # nothing may be fetched from the network: only the file itself and data: URIs
         page.route(re.compile(r"^https?://"), lambda route: route.abort())
-        try:
-            page.goto(page_file.as_uri())
-            root = page.locator(".ck-explorer").first
-            root.wait_for(timeout=20_000)
-            assert root.get_attribute("data-drawn") == "0,0,0,0"
-            result = page.evaluate("""(root) => {
-                const canvas = root.querySelector('.ck-picture'), head = root.querySelector('[name=head]');
-                const before = canvas.toDataURL();
-                const t0 = performance.now();
-                head.value = '2';
-                head.dispatchEvent(new Event('input', {bubbles: true}));
-                const after = canvas.toDataURL();
-                return {ms: performance.now() - t0, changed: before !== after,
-                        drawn: root.getAttribute('data-drawn'),
-                        title: root.querySelector('.ck-title').textContent};
-            }""", root.element_handle())
-            assert result["changed"], "moving the head slider did not change the picture"
-            assert result["drawn"] == "0,0,1,0" and "Head 2" in result["title"]
-            assert result["ms"] < 50, f"redraw took {result['ms']:.1f} ms"
-            # a click on the picture picks a query patch and outlines it
-            root.locator(".ck-picture").click(position={"x": 10, "y": 10})
-            assert root.get_attribute("data-drawn") == "0,0,1,1"
-            assert "patch 1 -> patches" in root.locator(".ck-title").inner_text()
-        except Exception:
-            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
-            print(f"screenshot: {tmp_path / 'failure.png'}")
-            raise
-        finally:
-            browser.close()
+        page.goto(page_file.as_uri())
+        root = page.locator(".ck-explorer").first
+        root.wait_for(timeout=20_000)
+        assert root.get_attribute("data-drawn") == "0,0,0,0"
+        result = page.evaluate("""(root) => {
+            const canvas = root.querySelector('.ck-picture'), head = root.querySelector('[name=head]');
+            const before = canvas.toDataURL();
+            const t0 = performance.now();
+            head.value = '2';
+            head.dispatchEvent(new Event('input', {bubbles: true}));
+            const after = canvas.toDataURL();
+            return {ms: performance.now() - t0, changed: before !== after,
+                    drawn: root.getAttribute('data-drawn'),
+                    title: root.querySelector('.ck-title').textContent};
+        }""", root.element_handle())
+        assert result["changed"], "moving the head slider did not change the picture"
+        assert result["drawn"] == "0,0,1,0" and "Head 2" in result["title"]
+        assert result["ms"] < 50, f"redraw took {result['ms']:.1f} ms"
+        # a click on the picture picks a query patch and outlines it
+        root.locator(".ck-picture").click(position={"x": 10, "y": 10})
+        assert root.get_attribute("data-drawn") == "0,0,1,1"
+        assert "patch 1 -> patches" in root.locator(".ck-title").inner_text()
