@@ -137,6 +137,11 @@ def test_grid_presets_outside_fast_mode(monkeypatch):
     cpu = reproduce.RunSettings.for_mode("cpu", "cifar10")
     assert (cpu.grid, cpu.epochs, cpu.lr, cpu.fast) == ("cpu", 12, 2e-3, False)
     assert reproduce.RunSettings.for_mode("cpu", "mnist", epochs=5).epochs == 5
+    # one model may differ from its column, and an explicit change still wins
+    assert reproduce.RunSettings.for_mode("cpu", "cifar10", "deepvit").lr == 1e-3
+    assert reproduce.RunSettings.for_mode("cpu", "cifar10", "vit") == cpu
+    assert reproduce.RunSettings.for_mode("cpu", "cifar10", "deepvit", lr=3e-3).lr == 3e-3
+    assert reproduce.RunSettings.for_mode("cpu", "mnist", "deepvit").lr == 2e-3
     assert reproduce.RunSettings.for_mode("reference", "cifar10") == reproduce.RunSettings()
     with pytest.raises(ValueError, match="unknown grid 'gpu'; known grids: reference, cpu"):
         reproduce.RunSettings.for_mode("gpu", "mnist")
