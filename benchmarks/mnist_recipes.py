@@ -8,6 +8,8 @@ augmentation, test accuracy, training seconds. Run one recipe at a time, on a fi
 
     PYTHONPATH=. COURSEKIT_DATA=... python benchmarks/mnist_recipes.py --model vit --epochs 12 \
         --lr 3e-3 --label-smoothing 0.1 --augment --threads 1
+
+``--precision bf16`` trains under bf16 autocast (and tests in it), as ``fit(precision=...)`` does.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--label-smoothing", type=float, default=0.0)
     parser.add_argument("--augment", action="store_true", help="padded random 28x28 crops (no flips)")
     parser.add_argument("--patch-size", type=int, default=7)
+    parser.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32",
+                        help="fit's precision: bf16 autocast, or auto (the faster of the two, measured)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -46,16 +50,16 @@ def main(argv=None) -> dict:
     model = build_model(args.model, "mnist", **settings)
     start = time.perf_counter()
     history = fit(model, train, val, epochs=args.epochs, lr=args.lr, device="cpu", seed=args.seed,
-                  label_smoothing=args.label_smoothing, progress=False)
+                  label_smoothing=args.label_smoothing, progress=False, precision=args.precision)
     seconds = time.perf_counter() - start
     result = {"device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
               "data": f"MNIST {len(train.dataset)}/{len(val.dataset)}/{len(test.dataset)}",
               "model": args.model, **({"settings": settings} if settings else {}),
               "epochs": args.epochs, "lr": args.lr, "label_smoothing": args.label_smoothing,
-              "augment": args.augment, "seed": args.seed,
+              "augment": args.augment, "seed": args.seed, "precision": history.precision,
               "best_val_acc": round(100 * history.best_val_acc, 2),
               "best_epoch": history.best_epoch + 1,
-              "test_acc": round(100 * evaluate(model, test, "cpu")["acc"], 2),
+              "test_acc": round(100 * evaluate(model, test, "cpu", history.precision)["acc"], 2),
               "train_s": round(seconds, 1)}
     print(json.dumps(result))
     return result
