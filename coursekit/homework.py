@@ -23,10 +23,11 @@ from .bench import count_parameters, inference_time_ms
 from .config import fast_or
 from .data import get_dataset, get_loaders
 from .models import build_model
-from .scorers import (ACC_TOLERANCE, CLASSES, DATASET, MIN_PATCHES, PARAM_BUDGET, credit,  # noqa: F401
-                      patchify_cases, reference_patchify, score_attention, score_comparison, score_config,
-                      score_data, score_patchify, score_training, vit_problem)
-from .train import evaluate
+from .scorers import (ACC_TOLERANCE, CLASSES, DATASET, MIN_PATCHES, PARAM_BUDGET, confusion_matrix,  # noqa: F401
+                      credit, patchify_cases, reference_patchify, score_attention, score_comparison,
+                      score_config, score_confusion, score_cost, score_data, score_patchify, score_training,
+                      vit_problem)
+from .train import evaluate, step_seconds
 
 THRESHOLDS = {"ViT": 0.90, "CNN": 0.91}  # test accuracy for all of a model's training points
 FLOORS = {"ViT": 0.85, "CNN": 0.88}  # at or below: none of them; in between: a straight line
@@ -34,6 +35,7 @@ FAST_THRESHOLDS = {"ViT": 0.15, "CNN": 0.15}  # fast mode trains a few steps: "b
 FAST_FLOORS = {"ViT": 0.10, "CNN": 0.10}
 FAST_SUBSET = 2000  # images used in fast mode (CI), see coursekit.data.get_loaders(subset=...)
 DATA_K = 4  # images per class the grader asks examples_per_class for
+COST_PATCH_SIZES = (7, 4)  # the cost task: a training step with 49 patches against one with 16
 FALLBACK_CONFIG = dict(patch_size=7, dim=64, depth=4, heads=4, dim_head=16, mlp_dim=128)
 ANSWER_PLACEHOLDER = "_Your answer here._"  # what the student version shows in a written answer
 RESULTS: dict = {}  # in-notebook points of the check cells: a guide for the learner, not a grade
@@ -112,6 +114,36 @@ def measure(models: dict, test_loader, times: bool = True) -> dict:
     return out
 
 
+def predictions(model, loader) -> torch.Tensor:
+    """The classes [N] that ``model`` predicts for every image of ``loader``, in the loader's order."""
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([model(images.to(device)).argmax(1).cpu() for images, _ in loader])
+
+
+def vit_confusion(model, loader) -> torch.Tensor:
+    """The confusion matrix [10, 10] of ``model`` on ``loader``: row = true class, column = prediction."""
+    labels = torch.cat([labels for _, labels in loader])
+    return confusion_matrix(predictions(model, loader), labels)
+
+
+def cost_ratio(config: dict, batch_size: int = 128, rounds: int = 3) -> float:
+    """How many times longer a training step (batch ``batch_size``, fp32) of the ViT ``config`` takes
+    with patch size 4 (49 patches) than with 7 (16 patches): the median of ``rounds`` ratios, the two
+    timed back to back so that a busy machine slows both. Torch's random state is left as it was.
+    """
+    ratios = []
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        images = torch.randn(batch_size, 1, 28, 28)
+        models = [build_model("vit", DATASET, **dict(config, patch_size=p)) for p in COST_PATCH_SIZES]
+        for _ in range(rounds):
+            few, many = (step_seconds(m, images, "fp32", steps=3) for m in models)
+            ratios.append(many / few)
+    return sorted(ratios)[len(ratios) // 2]
+
+
 def training_targets() -> tuple[dict, dict]:
     """``(targets, floors)`` of the training task: the real ones, or fast mode's."""
     return fast_or(THRESHOLDS, FAST_THRESHOLDS), fast_or(FLOORS, FAST_FLOORS)
@@ -134,16 +166,29 @@ def _grade_config(answer, inputs, context):
     return score_config(answer["config"], answer["n_patches"])
 
 
-def _grade_training(answer, inputs, context):
+def _usable_config(context) -> dict:
     config = context.get("config")
-    if vit_problem(config):
-        config = FALLBACK_CONFIG
+    return FALLBACK_CONFIG if vit_problem(config) else config
+
+
+def _grade_cost(answer, inputs, context):
+    return score_cost(answer["ratio"], cost_ratio(_usable_config(context)))
+
+
+def _grade_training(answer, inputs, context):
     states = [answer[k] for k in ("vit", "cnn")]
-    models, errors = load_models(config, *[s if isinstance(s, dict) else None for s in states])
+    models, errors = load_models(_usable_config(context), *[s if isinstance(s, dict) else None for s in states])
     errors = [f"{n}: {s}" for n, s in zip(("vit", "cnn"), states) if _failed(s)] or errors
     context["models"], context["test"] = models, loaders()[2]
     context["measured"] = measure(models, context["test"]) if models else {}
     return score_training(context["measured"], errors, *training_targets())
+
+
+def _grade_confusion(answer, inputs, context):
+    vit = context.get("models", {}).get("ViT")
+    if vit is None:
+        return credit(0, ["no trained ViT to check against"])
+    return score_confusion(answer["matrix"], answer["pair"], vit_confusion(vit, context["test"]))
 
 
 def _grade_attention(answer, inputs, context):
@@ -164,16 +209,21 @@ TASKS: dict[str, Task] = {
         score=lambda answer, inputs, context: score_patchify(inputs["cases"], answer["outputs"]),
         collect='_out = {"outputs": [_answer("patchify", lambda f: f(x.clone(), p)) for x, p in _inputs["cases"]]}'),
     "config": Task(
-        "A valid ViT configuration", 2, score=_grade_config,
+        "A valid ViT configuration", 1, score=_grade_config,
         collect='_out = {"config": _answer("vit_config"), "n_patches": _answer("n_patches")}',
         fallback=f"vit_config = {FALLBACK_CONFIG!r}"),
+    "cost": Task(
+        "What 49 patches would cost", 2, score=_grade_cost, collect='_out = {"ratio": _answer("cost_ratio")}'),
     "training": Task(
-        "Train the ViT and the CNN", 2, score=_grade_training,
+        "Train the ViT and the CNN", 3, score=_grade_training,
         collect='_out = {"vit": _answer("vit", lambda m: m.state_dict()), '
                 '"cnn": _answer("cnn", lambda m: m.state_dict())}'),
     "comparison": Task(
-        "Comparison table", 2, collect='_out = {"rows": _answer("results")}',
+        "Comparison table", 1, collect='_out = {"rows": _answer("results")}',
         score=lambda answer, inputs, context: score_comparison(answer["rows"], context.get("measured", {}))),
+    "confusion": Task(
+        "Which classes the ViT confuses", 2, score=_grade_confusion,
+        collect='_out = {"matrix": _answer("confusion"), "pair": _answer("most_confused")}'),
     "attention": Task(
         "Attention of a misclassified image", 2, score=_grade_attention,
         collect='_out = {"index": _answer("miss_index"), "attention": _answer("miss_attention")}'),
@@ -217,6 +267,11 @@ def check_config(config, n_patches) -> None:
     return _report("config", score_config(config, n_patches))
 
 
+def check_cost(ratio, config) -> None:
+    """Measure the cost ratio of ``config`` here (a few seconds) and score ``ratio`` against it."""
+    return _report("cost", score_cost(ratio, cost_ratio(config)))
+
+
 def check_training(vit, cnn, test_loader) -> None:
     measured = measure({"ViT": vit, "CNN": cnn}, test_loader, times=False)
     return _report("training", score_training(measured, [], *training_targets()))
@@ -224,6 +279,10 @@ def check_training(vit, cnn, test_loader) -> None:
 
 def check_comparison(rows, vit, cnn, test_loader) -> None:
     return _report("comparison", score_comparison(rows, measure({"ViT": vit, "CNN": cnn}, test_loader)))
+
+
+def check_confusion(matrix, pair, vit, test_loader) -> None:
+    return _report("confusion", score_confusion(matrix, pair, vit_confusion(vit, test_loader)))
 
 
 def check_attention(index, attention, vit, test_set) -> None:

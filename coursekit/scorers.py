@@ -21,6 +21,7 @@ PARAM_BUDGET = 1_199_882  # the ViT may have at most as many parameters as the c
 MIN_PATCHES = 16
 ACC_TOLERANCE = 0.005  # a reported accuracy may differ this much from the grader's measurement
 TIME_RATIO_TOLERANCE = 3.0  # a reported ViT/CNN time ratio may be this many times off the grader's
+COST_TOLERANCES = (1.5, 2.5)  # a predicted cost ratio within these factors of the grader's: all, half
 
 
 def credit(value: float, feedback) -> dict:
@@ -230,4 +231,73 @@ def score_attention(index, attention, vit, test_set) -> dict:
         earned += 1
     if earned == 2:
         feedback.append(f"image {index}: a {CLASSES[label]} taken for a {CLASSES[predicted]}")
+    return credit(earned / 2, feedback)
+
+
+def score_cost(ratio, measured: float) -> dict:
+    """ratio: the learner's answer, how many times longer a training step takes with 49 patches than
+    with 16 (other settings alike); measured: the grader's own measurement of that ratio.
+
+    All the points within a factor ``COST_TOLERANCES[0]`` of the measurement, half within
+    ``COST_TOLERANCES[1]``. The feedback says which way the answer is off, not the measurement.
+    """
+    if not _is_number(ratio) or not 0 < ratio < float("inf"):
+        return credit(0, [f"cost_ratio must be a positive number (a ratio of two times), got {ratio!r}"])
+    off = max(ratio / measured, measured / ratio)
+    full, half = COST_TOLERANCES
+    way = "too high" if ratio > measured else "too low"
+    if off <= full:
+        return credit(1, [f"cost_ratio={ratio:.2f} is within a factor {full:g} of the grader's measurement"])
+    if off <= half:
+        return credit(0.5, [f"cost_ratio={ratio:.2f} is {way}: more than a factor {full:g} off the grader's "
+                            f"measurement, within {half:g} (half the points)"])
+    return credit(0, [f"cost_ratio={ratio:.2f} is {way} by more than a factor {half:g}: time one training "
+                      "step of each configuration"])
+
+
+def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
+    """Counts [num_classes, num_classes]: row = true class, column = predicted class; predicted, labels: [N]."""
+    index = torch.as_tensor(labels).long() * num_classes + torch.as_tensor(predicted).long()
+    return torch.bincount(index, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+def _class_index(name) -> int | None:
+    if isinstance(name, int) and not isinstance(name, bool) and 0 <= name < len(CLASSES):
+        return name
+    return CLASSES.index(name) if name in CLASSES else None
+
+
+def score_confusion(matrix, pair, want: torch.Tensor) -> dict:
+    """matrix: the learner's [10, 10] counts (row = true class, column = the ViT's prediction);
+    pair: (true class, predicted class) of the ViT's most frequent mistake, as class names or indices;
+    want: the grader's confusion matrix of the same ViT on the same test set.
+
+    Half for the matrix, half for the pair (any pair tied for the most frequent mistake earns it).
+    """
+    earned, feedback = 0, []
+    if not isinstance(matrix, torch.Tensor) or matrix.shape != want.shape:
+        feedback.append(f"expected confusion of shape {list(want.shape)}, got {shape_of(matrix)}")
+    elif torch.equal(matrix.long(), want):
+        earned += 1
+    elif torch.equal(matrix.long(), want.T):
+        feedback.append("rows and columns are swapped: a row is the true class, a column the prediction")
+    elif int(matrix.sum()) != int(want.sum()):
+        feedback.append(f"your matrix counts {int(matrix.sum()):,} predictions; the test set has {int(want.sum()):,}")
+    else:
+        wrong = int((matrix.long() != want).sum())
+        feedback.append(f"{wrong} cells differ from the counts of your ViT's test predictions")
+    t, p = (_class_index(x) for x in pair) if isinstance(pair, (list, tuple)) and len(pair) == 2 else (None, None)
+    mistakes = want.clone().fill_diagonal_(0)
+    if t is None or p is None:
+        feedback.append(f"most_confused must be a pair (true class, predicted class) of names from "
+                        f"CLASSES or indices 0-9, got {pair!r}")
+    elif t == p:
+        feedback.append(f"({CLASSES[t]!r}, {CLASSES[p]!r}) is a correct prediction, not a mistake")
+    elif mistakes[t, p] == mistakes.max():
+        earned += 1
+    else:
+        feedback.append(f"your ViT takes a {CLASSES[t]} for a {CLASSES[p]} {int(mistakes[t, p])} times: "
+                        "another mistake is more frequent")
+    if earned == 2:
+        feedback.append("the matrix and the most frequent mistake are right")
     return credit(earned / 2, feedback)

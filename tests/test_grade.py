@@ -67,7 +67,8 @@ def solution_report(tmp_path_factory):
 @needs_data
 def test_reference_solution_scores_full_marks(solution_report):
     report, path, before = solution_report
-    assert report["score"] == report["max_score"] == 11, grade.format_report(report)
+    automatic = sum(t.points for t in hw.TASKS.values() if not t.manual)
+    assert report["score"] == report["max_score"] == automatic == 14, grade.format_report(report)
     pending = [t for t in report["tasks"] if t["status"] == "pending"]
     assert [t["task"] for t in pending] == ["reflection"] and report["pending"] == 3
     assert "answered" in pending[0]["feedback"]
@@ -90,7 +91,7 @@ def test_crashing_and_hanging_answers_lose_only_their_own_points(tmp_path):
     tasks = {t["task"]: t for t in report["tasks"]}
     assert tasks["data"]["points"] == 0 and "RuntimeError: boom" in tasks["data"]["feedback"]
     assert tasks["patchify"]["points"] == 0 and "timed out" in tasks["patchify"]["feedback"]
-    assert tasks["config"]["points"] == 2, grade.format_report(report)
+    assert tasks["config"]["points"] == hw.TASKS["config"].points, grade.format_report(report)
     assert elapsed < 300
     assert tasks["training"]["status"] == "missing"
 
@@ -104,7 +105,7 @@ def test_a_hang_that_ignores_interrupts_restarts_the_kernel_and_grading_goes_on(
     report = grade.grade(path, timeout=40, total=400)
     assert time.monotonic() - start < 300
     assert points(report)["patchify"] == 0
-    assert points(report)["data"] == 1 and points(report)["config"] == 2, grade.format_report(report)
+    assert points(report)["data"] == 1 and points(report)["config"] == hw.TASKS["config"].points, grade.format_report(report)
 
 
 @needs_data

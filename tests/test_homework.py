@@ -79,7 +79,8 @@ def test_score_training_at_the_real_thresholds():
     halfway = score(0.875, 0.88)  # ViT halfway between its floor and its target, CNN at its floor
     assert halfway["credit"] == pytest.approx(0.25) and "50% of its share" in halfway["feedback"]
     assert sc.score_training({}, ["vit: NameError"], targets, floors)["credit"] == 0  # no models
-    assert hw.result("training", score(0.875, 0.91))["points"] == pytest.approx(1.5)
+    points = hw.TASKS["training"].points
+    assert hw.result("training", score(0.875, 0.91))["points"] == pytest.approx(0.75 * points)
 
 
 def test_fast_mode_lowers_the_training_targets(monkeypatch):
@@ -106,6 +107,64 @@ def test_score_comparison_checks_against_measurements():
     assert sc.score_comparison([dict(rows[0], ms_per_image=-1), rows[1]], measured)["credit"] == 0.5
     assert sc.score_comparison(rows[:1], measured)["credit"] == 0
     assert "got str" in sc.score_comparison("a table", measured)["feedback"]
+
+
+def test_score_cost_at_its_tolerances():
+    full, half = sc.COST_TOLERANCES
+    assert sc.score_cost(4.0, 4.0)["credit"] == 1
+    assert sc.score_cost(4.0 * full, 4.0)["credit"] == 1 and sc.score_cost(4.0 / full, 4.0)["credit"] == 1
+    high = sc.score_cost(4.0 * full * 1.01, 4.0)  # just outside the first factor: half
+    assert high["credit"] == 0.5 and "too high" in high["feedback"] and "4.00" not in high["feedback"]
+    assert sc.score_cost(4.0 / half, 4.0)["credit"] == 0.5
+    low = sc.score_cost(1.0, 4.0)  # "49 patches cost the same as 16": nothing
+    assert low["credit"] == 0 and "too low" in low["feedback"]
+    for wrong in (0, -3.0, float("nan"), float("inf"), "4", True, None, [4.0]):
+        result = sc.score_cost(wrong, 4.0)
+        assert result["credit"] == 0 and "positive number" in result["feedback"], wrong
+
+
+def test_confusion_matrix_counts_by_hand():
+    labels = torch.tensor([0, 0, 1, 2, 2, 2])
+    predicted = torch.tensor([0, 1, 1, 2, 0, 0])
+    want = torch.zeros(3, 3, dtype=torch.long)
+    for t, p in zip(labels.tolist(), predicted.tolist()):
+        want[t, p] += 1  # row: true class, column: prediction
+    assert torch.equal(sc.confusion_matrix(predicted, labels, 3), want)
+    assert want[2, 0] == 2 and want[2].sum() == 3
+
+
+def test_score_confusion_needs_the_matrix_and_the_most_frequent_mistake():
+    labels = torch.arange(10).repeat_interleave(20)
+    predicted = labels.clone()
+    predicted[:3] = 6  # three T-shirts taken for shirts: the most frequent mistake
+    predicted[20:22] = 3  # two trousers taken for dresses
+    want = sc.confusion_matrix(predicted, labels)
+    shirt = ("T-shirt/top", "Shirt")
+    assert sc.score_confusion(want, shirt, want)["credit"] == 1
+    assert sc.score_confusion(want.clone(), (0, 6), want)["credit"] == 1  # indices work too
+    second = sc.score_confusion(want, ("Trouser", "Dress"), want)  # a real mistake, not the most frequent
+    assert second["credit"] == 0.5 and "another mistake is more frequent" in second["feedback"]
+    diagonal = sc.score_confusion(want, ("Shirt", "Shirt"), want)
+    assert diagonal["credit"] == 0.5 and "correct prediction" in diagonal["feedback"]
+    swapped = sc.score_confusion(want.T, shirt, want)
+    assert swapped["credit"] == 0.5 and "swapped" in swapped["feedback"]
+    fewer = sc.score_confusion(want // 2, shirt, want)
+    assert fewer["credit"] == 0.5 and "counts 99 predictions; the test set has 200" in fewer["feedback"]
+    moved = want.clone()
+    moved[0, 0] -= 1
+    moved[0, 1] += 1
+    assert "2 cells differ" in sc.score_confusion(moved, shirt, want)["feedback"]
+    assert "got list" in sc.score_confusion(want.tolist(), shirt, want)["feedback"]
+    assert sc.score_confusion(want, "Shirt", want)["credit"] == 0.5
+    assert sc.score_confusion("NameError: confusion", ("Coat", "Bag"), want)["credit"] == 0
+
+
+def test_cost_ratio_measures_more_tokens_as_slower_and_keeps_the_random_state():
+    torch.manual_seed(3)
+    before = torch.get_rng_state()
+    ratio = hw.cost_ratio(dict(GOOD_CONFIG, depth=1, dim=32, mlp_dim=64), batch_size=32, rounds=1)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert ratio > 1.2  # 50 tokens against 17: a step cannot be as cheap
 
 
 @pytest.fixture(scope="module")

@@ -112,7 +112,7 @@ def test_a_folder_graded_with_the_editions_grader_keeps_every_row(edition, tmp_p
     assert out.returncode == 0, out.stderr
     rows = {Path(r["notebook"]).name: r for r in csv.DictReader((tmp_path / "grades.csv").open())}
     assert set(rows) == {"alice.ipynb", "broken.ipynb", "mallory.ipynb"}
-    assert rows["alice.ipynb"]["score"] == "0" and rows["alice.ipynb"]["max_score"] == "11"
+    assert rows["alice.ipynb"]["score"] == "0" and rows["alice.ipynb"]["max_score"] == "14"
     assert rows["alice.ipynb"]["reflection"] == "pending"
     assert "not a readable notebook" in rows["broken.ipynb"]["error"]
     assert "killed by SIGKILL" in rows["mallory.ipynb"]["error"]
@@ -120,7 +120,7 @@ def test_a_folder_graded_with_the_editions_grader_keeps_every_row(edition, tmp_p
     alice = {t["task"]: t for t in reports["alice.ipynb"]["tasks"]}
     assert "NotImplementedError" in alice["patchify"]["feedback"]
     assert alice["reflection"]["feedback"] == "no answer written"
-    assert "score: 0/11" in out.stdout
+    assert "score: 0/14" in out.stdout
     # a rerun skips what the CSV holds; --regrade grades again
     again = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=edition, env=env)
     assert again.stdout.count("already graded") == 3 and "3 rows" in again.stdout
