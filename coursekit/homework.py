@@ -114,18 +114,16 @@ def measure(models: dict, test_loader, times: bool = True) -> dict:
     return out
 
 
-def predictions(model, loader) -> torch.Tensor:
-    """The classes [N] that ``model`` predicts for every image of ``loader``, in the loader's order."""
-    device = next(model.parameters()).device
-    model.eval()
-    with torch.no_grad():
-        return torch.cat([model(images.to(device)).argmax(1).cpu() for images, _ in loader])
-
-
 def vit_confusion(model, loader) -> torch.Tensor:
     """The confusion matrix [10, 10] of ``model`` on ``loader``: row = true class, column = prediction."""
-    labels = torch.cat([labels for _, labels in loader])
-    return confusion_matrix(predictions(model, loader), labels)
+    device = next(model.parameters()).device
+    model.eval()
+    predicted, labels = [], []
+    with torch.no_grad():  # one pass over the loader: its labels and the model's predictions together
+        for images, targets in loader:
+            predicted.append(model(images.to(device)).argmax(1).cpu())
+            labels.append(targets)
+    return confusion_matrix(torch.cat(predicted), torch.cat(labels))
 
 
 def cost_ratio(config: dict, batch_size: int = 128, rounds: int = 3) -> float:
