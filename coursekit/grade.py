@@ -1,34 +1,35 @@
-"""The homework grader: run a submission in a fresh kernel, score every task, explain each score.
+"""The homework grader: run a submission in a sandboxed kernel, score every task, explain each score.
 
 Usage::
 
     python -m coursekit.grade SUBMISSION.ipynb [--json REPORT.json] [--timeout 1800] [--total 3600]
-    python -m coursekit.grade FOLDER [--csv grades.csv] [--json all.json] [--regrade]
+    python -m coursekit.grade FOLDER [--csv grades.csv] [--json all.json] [--workers 2] [--regrade]
+    python -m coursekit.grade --merge REPORT.json ... --csv grades.csv   # reports graded elsewhere
 
 The student edition of the course (with the homework made from the reference solution) is
-written by ``python -m coursekit.release OUT``.
+written by ``python -m coursekit.release OUT``; it holds neither this grader nor its task registry.
 
 How it stays fair:
 
-- The submission runs in a separate kernel process (nbclient) on an in-memory copy; the file is
-  only read. Every cell has a time limit (``--timeout``); a cell over it is interrupted (the
-  kernel is restarted if it does not stop) and the notebook goes on; ``--total`` caps the whole run.
-- The grader knows no task by name. It walks the notebook; task cells are found by their
-  metadata ``{"coursekit": {"task": ...}}`` and everything else about a task (points, collect
-  snippet, scorer) comes from the registry :data:`coursekit.homework.TASKS`. A task whose cell
-  raises or times out gets zero; later tasks are still run and graded.
+- Every kernel runs in a sandbox (:mod:`coursekit.sandbox`): an unprivileged user, no network, its
+  own PID namespace, a read-only view of Python, ``coursekit`` and the data only, private writable
+  folders, limits on memory, processes and file size; nothing it starts outlives it. Without a
+  working sandbox the grader refuses, unless told ``--no-sandbox`` (then a submission can do
+  anything the grader's user can).
+- The submission runs on an in-memory copy; the file is only read. Every cell has a time limit
+  (``--timeout``); a cell over it is interrupted (the kernel is restarted if it does not stop) and
+  the notebook goes on; ``--total`` caps the whole run.
+- The grader knows no task by name. Task cells are found by their metadata
+  ``{"coursekit": {"task": ...}}`` and everything else about a task (points, collect snippet,
+  scorer) comes from the registry :data:`coursekit.tasks.TASKS`, imported with everything it
+  scores with before the first kernel starts. A task whose cell raises or times out gets zero;
+  later tasks are still run and graded.
 - Points are never read from the kernel. After each task's last cell the grader injects the task's
-  collect snippet (wrapped by :mod:`coursekit.collect`), which only hands over the raw answer
-  (tensors, numbers, weights) through a file with a random name, read at once and loaded with
-  ``torch.load(weights_only=True)``. The grader's own copy of the registry scores it here, against
-  inputs chosen here: redefining the checks in the notebook changes nothing.
-  (Limit: the kernel runs as the grader's user; grade untrusted work inside a container.)
+  collect snippet (:mod:`coursekit.collect`), which only hands over the raw answer through a file
+  with a random name, loaded with ``torch.load(weights_only=True)``, and scores it here against
+  what the grader computes itself (the test set from the raw files, operation counts): redefining
+  the checks in the notebook changes nothing, and no score depends on time or machine load.
 - The reflection is graded by hand: its points are reported as pending, not in the score.
-- A folder is graded one submission at a time, each by a worker process in a session of its own
-  (its kernel in another), so a submission that kills its parent takes down only its worker: its
-  row says so. Each finished row is written to the CSV at once (atomically); a rerun skips the
-  submissions the CSV already holds unless ``--regrade``.
-- The kernel gets its environment passed in (:func:`kernel_env`); ``os.environ`` is not changed.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ import json
 import logging
 import os
 import secrets
+import stat
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,9 +53,13 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbclient.util import run_sync
 
 from . import homework as hw
+from . import sandbox
 from .collect import collector_source
 from .config import DATA_ENV, is_fast
-from .scorers import credit
+from .scorers import credit, show
+from .tasks import TASKS, Context, Task
+
+MAX_ANSWER_BYTES = 256 * 2**20  # a handed-over answer larger than this is refused
 
 _QUIET = logging.getLogger("coursekit.grade.kernel")  # nbclient's timeout messages: the report says it
 _QUIET.setLevel(logging.CRITICAL)
@@ -85,21 +92,39 @@ def _error_of(cell) -> str | None:
 
 
 class _Runner:
-    """Executes cells one by one in a kernel of its own, with per-cell and total limits."""
+    """Executes cells one by one in a kernel of its own, with per-cell and total limits.
 
-    def __init__(self, nb, timeout: float, total: float, workdir: str, env: dict):
-        self.nb, self.workdir, self.env = nb, workdir, env
+    limits: the sandbox's (:class:`coursekit.sandbox.Limits`), or None to run the kernel unsandboxed
+    with environment ``env``.
+    """
+
+    def __init__(self, nb, timeout: float, total: float, workdir: str, env: dict,
+                 limits: sandbox.Limits | None):
+        self.nb, self.workdir, self.env, self.limits = nb, workdir, env, limits
         self.timeout, self.deadline = timeout, time.monotonic() + total
         self.replay: list = []  # cells that ran without error, run again in a restarted kernel
+        self.starts = 0
         self._start()
 
     def _start(self) -> None:
-        self.client = NotebookClient(self.nb, timeout=int(self.timeout), kernel_name="python3",
+        self.starts += 1
+        km = None
+        if self.limits is not None:
+            km = sandbox.kernel_manager(Path(self.workdir, f"kernel-{self.starts}"), self.limits)
+        self.client = NotebookClient(self.nb, km=km, timeout=int(self.timeout), kernel_name="python3",
                                      allow_errors=True, interrupt_on_timeout=False, record_timing=False,
                                      resources={"metadata": {"path": self.workdir}}, log=_QUIET)
-        self.client.km = self.client.create_kernel_manager()
-        self.client.start_new_kernel(env=self.env)  # jupyter_client starts it in a session of its own
+        if km is None:
+            self.client.km = self.client.create_kernel_manager()
+        # in a session of its own; what it prints outside cells (its banner, a flood) goes nowhere
+        self.client.start_new_kernel(env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.client.start_new_kernel_client()
+
+    @property
+    def exchange(self) -> Path:
+        """The folder the kernel reads its inputs from and writes its answers to."""
+        km = self.client.km
+        return km.sockets if self.limits is not None else Path(self.workdir)
 
     def close(self) -> None:
         """Stop the kernel for good (SIGKILL: a submission may ignore gentler signals)."""
@@ -158,7 +183,8 @@ def _manual(cells) -> str:
 
 
 def kernel_env(base=None) -> dict:
-    """The environment a submission's kernel gets: ``base`` (default: ours), the data folder made absolute."""
+    """The environment of an unsandboxed kernel (``--no-sandbox``): ``base`` (default: ours), the data
+    folder made absolute. A sandboxed kernel gets one made from scratch instead."""
     env = dict(os.environ if base is None else base)
     if env.get(DATA_ENV):  # the kernel runs in another folder
         env[DATA_ENV] = str(Path(env[DATA_ENV]).expanduser().resolve())
@@ -166,21 +192,22 @@ def kernel_env(base=None) -> dict:
 
 
 def grade(path, timeout: float = 1800, total: float = 3600, tasks: dict | None = None,
-          env: dict | None = None) -> dict:
+          env: dict | None = None, limits: sandbox.Limits | None = sandbox.Limits()) -> dict:
     """Grade one submission: ``{"notebook", "score", "max_score", "pending", "tasks": [...]}``.
 
-    tasks: the registry (default :data:`coursekit.homework.TASKS`); env: the kernel's environment
-    (default :func:`kernel_env`). This process's own ``os.environ`` is not changed.
+    tasks: the registry (default :data:`coursekit.tasks.TASKS`); limits: the sandbox's, or None for
+    an unsandboxed kernel whose environment is ``env`` (default :func:`kernel_env`). This process's
+    own ``os.environ`` is not changed.
     """
-    tasks = hw.TASKS if tasks is None else tasks
+    tasks = TASKS if tasks is None else tasks
     nb = read_notebook(path)
     cells = {t: [c for c in nb.cells if _task(c) == t] for t in tasks}
     results = {}
     with tempfile.TemporaryDirectory(prefix="coursekit-grade-") as workdir:
-        runner = _Runner(nb, timeout, total, workdir, kernel_env() if env is None else env)
+        runner = _Runner(nb, timeout, total, workdir, kernel_env() if env is None else env, limits)
         last = {id(cs[-1]): t for t, cs in cells.items() if cs and not tasks[t].manual}
         failed: dict[str, str] = {}
-        context: dict = {}
+        context = Context()
         try:
             for cell in list(nb.cells):
                 task = _task(cell)
@@ -210,10 +237,10 @@ def grade(path, timeout: float = 1800, total: float = 3600, tasks: dict | None =
     return {"notebook": str(path), "score": hw.tidy(sum(t["points"] for t in auto)),
             "max_score": sum(t["max"] for t in auto),
             "pending": sum(t["max"] for t in report_tasks if t["status"] == "pending"),
-            "fast_mode": is_fast(), "tasks": report_tasks}
+            "fast_mode": is_fast(), "sandbox": limits is not None, "tasks": report_tasks}
 
 
-def _grade_task(name: str, tasks: dict, failure: str | None, runner: _Runner, context: dict) -> dict:
+def _grade_task(name: str, tasks: dict, failure: str | None, runner: _Runner, context: Context) -> dict:
     task = tasks[name]
     if failure:
         outcome = credit(0, [failure])
@@ -221,26 +248,45 @@ def _grade_task(name: str, tasks: dict, failure: str | None, runner: _Runner, co
         try:
             outcome = _collect_and_score(task, runner, context)
         except Exception as error:  # a bug or missing data on the grader's side: say so, go on
-            outcome = credit(0, [f"grader error: {type(error).__name__}: {error}"])
+            outcome = credit(0, [f"grader error: {type(error).__name__}: {show(str(error), 200)}"])
     if task.fallback and outcome["credit"] == 0:  # later tasks still get what they need
         cell = nbformat.v4.new_code_cell(task.fallback)
         if not runner.run(cell, 30):
             runner.replay.append(cell)
         outcome["feedback"] += f"; later tasks ran with: {task.fallback}"
-    return hw.result(name, outcome, tasks)
+    return hw.result(name, outcome, task.points)
 
 
-def _collect_and_score(task: hw.Task, runner: _Runner, context: dict) -> dict:
-    with tempfile.TemporaryDirectory(prefix="coursekit-") as tmp:
-        token = secrets.token_hex(8)
-        inputs = task.inputs() if task.inputs else {}
-        inputs_path, out_path = Path(tmp, f"in-{token}.pt"), Path(tmp, f"out-{token}.pt")
-        torch.save(inputs, inputs_path)
-        cell = nbformat.v4.new_code_cell(collector_source(task.collect, str(inputs_path), str(out_path)))
-        why = runner.run(cell, min(runner.timeout, 300))
-        if why or not out_path.exists():
-            return credit(0, [f"could not read your answer: {why or 'no answer was handed over'}"])
-        answer = torch.load(out_path, weights_only=True)  # read at once; plain data only
+def _read_answer(path: Path):
+    """The answer file the kernel wrote: a plain file (no link), of bounded size, plain data only."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_ANSWER_BYTES:
+            raise ValueError(f"the answer file is not a plain file of at most {MAX_ANSWER_BYTES >> 20} MB")
+        return torch.load(file, weights_only=True)
+
+
+def _collect_and_score(task: Task, runner: _Runner, context: Context) -> dict:
+    token = secrets.token_hex(8)
+    inputs = task.inputs() if task.inputs else {}
+    inputs_path, out_path = runner.exchange / f"in-{token}.pt", runner.exchange / f"out-{token}.pt"
+    with os.fdopen(os.open(inputs_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "wb") as f:
+        torch.save(inputs, f)
+    cell = nbformat.v4.new_code_cell(collector_source(task.collect, str(inputs_path), str(out_path)))
+    why = runner.run(cell, min(runner.timeout, 300))
+    try:
+        answer = None if why else _read_answer(out_path)
+    except Exception as error:
+        return credit(0, [f"could not read your answer: it is not plain data ({type(error).__name__})"])
+    finally:
+        for leftover in (inputs_path, out_path):
+            leftover.unlink(missing_ok=True)
+    if answer is None:
+        return credit(0, [f"could not read your answer: {why or 'no answer was handed over'}"])
     return task.score(answer, inputs, context)
 
 
@@ -248,7 +294,8 @@ def _collect_and_score(task: hw.Task, runner: _Runner, context: dict) -> dict:
 
 def format_report(report: dict) -> str:
     """The per-task table a person reads: task, points, max, feedback."""
-    rows = [f"{report['notebook']}" + ("  (FAST MODE: thresholds lowered, for CI only)" if report["fast_mode"] else ""),
+    rows = [f"{report['notebook']}" + ("  (FAST MODE: thresholds lowered, for CI only)" if report["fast_mode"] else "")
+            + ("" if report.get("sandbox", True) else "  (NO SANDBOX)"),
             f"{'task':<11} {'points':>6} {'max':>4}  feedback"]
     for t in report["tasks"]:
         pts = "pending" if t["points"] is None else f"{t['points']:g}"
@@ -265,27 +312,61 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+NO_SANDBOX_WARNING = ("--no-sandbox: each submission runs with your user's rights, can read and change your "
+                      "files (this grader, the grades, other submissions) and reach the network")
+
+
+def limits_from(args) -> sandbox.Limits | None:
+    """The sandbox limits the command line asks for, or None with ``--no-sandbox``."""
+    if args.no_sandbox:
+        return None
+    threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, getattr(args, "workers", 1)))
+    return sandbox.Limits(memory_gb=args.memory_gb, threads=threads)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m coursekit.grade", description=__doc__.split("\n")[0])
-    parser.add_argument("notebook", help="a submitted .ipynb, or a folder of them")
+    parser.add_argument("notebook", nargs="+", help="a submitted .ipynb, or a folder of them "
+                                                    "(with --merge: JSON reports)")
     parser.add_argument("--json", help="write the report(s) as JSON to this file")
     parser.add_argument("--csv", help="folder mode: the summary CSV, one row per submission "
                                       "(default FOLDER/grades.csv)")
     parser.add_argument("--regrade", action="store_true",
                         help="folder mode: grade again the submissions the CSV already holds")
+    parser.add_argument("--workers", type=int, default=1, help="folder mode: submissions graded at once")
+    parser.add_argument("--merge", action="store_true",
+                        help="merge the JSON reports given (graded elsewhere, one per submission) into --csv")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds allowed per cell (default 1800)")
     parser.add_argument("--total", type=float, default=3600, help="seconds allowed per notebook (default 3600)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads per kernel (default: the cores shared among the workers)")
+    parser.add_argument("--memory-gb", type=float, default=sandbox.Limits.memory_gb,
+                        help=f"address space per kernel (default {sandbox.Limits.memory_gb:g})")
+    parser.add_argument("--no-sandbox", action="store_true", help="run kernels without the sandbox: "
+                        "only for your own notebooks, never for submissions")
     args = parser.parse_args(argv)
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # poll tasks nbclient leaves after a timeout
-    target = Path(args.notebook)
-    try:
-        if target.is_dir():
-            from .batch import grade_folder  # it starts workers that run this module
+    from . import batch  # it starts workers that run this module
 
-            grade_folder(target, args)
+    try:
+        if args.merge:
+            batch.merge_reports([Path(p) for p in args.notebook], Path(args.csv or "grades.csv"), args.json)
+            return 0
+        if len(args.notebook) != 1:
+            raise GradeError("give one notebook or one folder (or --merge with several reports)")
+        target = Path(args.notebook[0])
+        if args.no_sandbox:
+            print(f"coursekit.grade: warning: {NO_SANDBOX_WARNING}", file=sys.stderr)
+        elif why := sandbox.problem():
+            raise GradeError(f"no sandbox for the submissions' kernels: {why}. Grade inside a Linux "
+                             f"container that has bubblewrap, or pass --no-sandbox ({NO_SANDBOX_WARNING})")
+        limits = limits_from(args)
+        if target.is_dir():
+            batch.grade_folder(target, args)
             return 0
         read_notebook(target)  # fail early with a clear message
-        report = grade(target, args.timeout, args.total)
+        torch.set_num_threads(limits.threads if limits else torch.get_num_threads())
+        report = grade(target, args.timeout, args.total, limits=limits)
     except GradeError as error:
         print(f"coursekit.grade: error: {error}", file=sys.stderr)
         return 2

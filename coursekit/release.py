@@ -9,8 +9,8 @@ Usage::
 The repository is the source of truth and holds the answers: the reference solution in
 ``notebooks/solutions/``, the recipe search in ``benchmarks/``, measured results in README.md.
 The release copies what students need (the notebooks with the student homework, ``coursekit``
-with its in-notebook checks and the grader, the figures, the benchmarks, the install files) and
-leaves the rest out:
+with its in-notebook checks, the figures, the benchmarks, the install files) and leaves the rest
+out, the grader and its task registry included (they compute what answers are checked against):
 
 - in the solution notebook's code cells, the lines from ``### BEGIN SOLUTION`` to
   ``### END SOLUTION`` become one ``raise NotImplementedError(hint)`` (the hint is the cell's
@@ -41,7 +41,8 @@ SOLUTIONS = ROOT / "notebooks" / "solutions"
 HOMEWORK = "04_fashion_mnist_homework.ipynb"
 COPIED = ["README.md", "requirements.txt", "pyproject.toml", "conftest.py", ".gitignore",
           "coursekit/*.py", "notebooks/*.ipynb", "imgs/*", "benchmarks/*.py", "benchmarks/results/*"]
-LEFT_OUT = ["coursekit/release.py", "notebooks/solutions/*", "benchmarks/homework_recipes*",
+LEFT_OUT = ["coursekit/release.py", "coursekit/grade.py", "coursekit/batch.py", "coursekit/collect.py",
+            "coursekit/sandbox.py", "coursekit/tasks.py", "notebooks/solutions/*", "benchmarks/homework_recipes*",
             "benchmarks/results/homework_recipes_*"]
 MARKDOWN_ANSWER = re.compile(r"<!-- BEGIN SOLUTION -->.*?<!-- END SOLUTION -->", re.S)
 INSTRUCTOR_ONLY = re.compile(r"\n?<!-- INSTRUCTOR ONLY -->.*?<!-- END INSTRUCTOR ONLY -->\n?", re.S)

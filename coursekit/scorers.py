@@ -1,27 +1,35 @@
 """The homework's scorers: plain answers (tensors, numbers, dicts) in, ``{"credit", "feedback"}`` out.
 
 ``credit`` is the fraction of the task's points earned, in [0, 1]; the task's points live in one
-place, the registry :data:`coursekit.homework.TASKS`. Feedback says what was expected and what was
-got, without giving the answer. Nothing here reads the environment: thresholds are arguments, so
-the tests can score at the real ones.
+place, :data:`coursekit.homework.POINTS`. Feedback says what was expected and what was got, without
+giving the answer, and echoes at most a short escaped form of a learner's value (:func:`show`).
+Nothing here reads the environment: thresholds are arguments, so the tests can score at the real ones.
+
+Scorers only check: none of them computes an answer. What an answer is checked against (the
+grader's own measurements, its confusion matrix, its operation count) is an argument, computed by
+the grader (:mod:`coursekit.tasks`, which is not in the student edition) or, in the notebook's own
+checks, from what the learner may compute too.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
-from einops import rearrange
 
 from .bench import count_parameters
 from .data import dataset_info
+from .maps import attention_maps
 from .models import build_model
 
 DATASET = "fashion_mnist"
 CLASSES = dataset_info(DATASET).classes
-PARAM_BUDGET = 1_199_882  # the ViT may have at most as many parameters as the course's CNN
+SIDE = dataset_info(DATASET).image_size
+PARAM_BUDGET = count_parameters(build_model("cnn", DATASET))  # the ViT may have at most the CNN's
 MIN_PATCHES = 16
 ACC_TOLERANCE = 0.005  # a reported accuracy may differ this much from the grader's measurement
-TIME_RATIO_TOLERANCE = 3.0  # a reported ViT/CNN time ratio may be this many times off the grader's
-COST_TOLERANCES = (1.5, 2.5)  # a predicted cost ratio within these factors of the grader's: all, half
+FLOP_TOLERANCE = 0.01  # a reported operation count may differ this much (relative) from the grader's
+COST_TOLERANCES = (1.05, 1.25)  # a cost ratio within these factors of the grader's count: all, half
 
 
 def credit(value: float, feedback) -> dict:
@@ -32,6 +40,15 @@ def credit(value: float, feedback) -> dict:
 def shape_of(x) -> str:
     """``[3, 16, 49]`` for a tensor, else the type's name: what feedback shows of a wrong answer."""
     return str(list(x.shape)) if isinstance(x, torch.Tensor) else type(x).__name__
+
+
+def show(x, limit: int = 40) -> str:
+    """A short, escaped form of a learner's value for feedback: ``repr`` cut to ``limit`` characters.
+
+    Feedback never echoes more of an answer than this (a submission could hand over anything).
+    """
+    text = repr(x) if isinstance(x, (str, int, float, bool, type(None))) else f"<{shape_of(x)}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _is_number(x) -> bool:
@@ -59,39 +76,73 @@ def score_data(indices, targets, k: int) -> dict:
 
 
 def patchify_cases(seed: int) -> list:
-    """Random test inputs ``[(images [B, 1, 28, 28], patch_size), ...]`` with non-trivial values."""
+    """Test inputs ``[(images [3, 1, 28, 28], patch_size), ...]`` for patch sizes 7, 4 and 14.
+
+    Every pixel holds a different whole number (a random permutation of 0..N-1, as floats), so each
+    value in a patchify output says exactly which pixel it came from.
+    """
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(3, 1, 28, 28, generator=g), p) for p in (7, 4, 14)]
+    shape = (3, 1, 28, 28)
+    return [(torch.randperm(math.prod(shape), generator=g).float().reshape(shape), p) for p in (7, 4, 14)]
 
 
-def reference_patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """The answer patchify must give: [B, C, H, W] -> [B, N, p*p*C], patches row by row (as vit-pytorch)."""
-    return rearrange(images, "b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=patch_size, p2=patch_size)
+def _patch_layout(images: torch.Tensor, p: int, out: torch.Tensor) -> tuple[bool, bool, bool]:
+    """Where each value of ``out`` [B, N, p*p*C] came from in ``images`` [B, C, H, W] (distinct values).
+
+    Returns ``(unchanged, same_patches, in_order)``: every value is a pixel of the image, each patch
+    of the output holds the pixels of the right patch, and in row-by-row order (channels last).
+    """
+    B, C, H, W = images.shape
+    out = out.detach().double()
+    flat = images.flatten().double()
+    lookup = torch.full((len(flat),), -1, dtype=torch.long)
+    lookup[flat.long()] = torch.arange(len(flat))  # pixel value -> its position in images
+    values = out.round().long()
+    if not torch.equal(values.double(), out) or values.min() < 0 or values.max() >= len(flat):
+        return False, False, False
+    where = lookup[values]  # [B, N, p*p*C]: flat position in images
+    b, c = where // (C * H * W), (where // (H * W)) % C
+    y, x = (where // W) % H, where % W
+    batch = torch.arange(B).view(B, 1, 1)
+    patch = torch.arange(out.shape[1]).view(1, -1, 1)
+    pixel = torch.arange(out.shape[2]).view(1, 1, -1)
+    same_patches = bool(((b == batch) & ((y // p) * (W // p) + x // p == patch)).all())
+    in_order = same_patches and bool((((y % p) * p + x % p) * C + c == pixel).all())
+    return True, same_patches, in_order
 
 
 def score_patchify(cases, outputs) -> dict:
-    """outputs[i]: what patchify returned for cases[i] (or an error message string). Half for shapes."""
+    """outputs[i]: what patchify returned for cases[i] (or an error message string). Half for shapes.
+
+    The values are checked pixel by pixel (see :func:`patchify_cases`): no reference answer is computed.
+    """
     if not isinstance(outputs, list) or len(outputs) != len(cases):
         return credit(0, [f"expected {len(cases)} outputs, got {shape_of(outputs)}"])
     shapes_ok = values_ok = True
     feedback = []
     for (images, p), out in zip(cases, outputs):
-        want = reference_patchify(images, p)
+        B, C, H, W = images.shape
+        want = [B, (H // p) * (W // p), p * p * C]
         if isinstance(out, str):
-            return credit(0, [f"patchify(images {shape_of(images)}, {p}) raised {out}"])
-        if not isinstance(out, torch.Tensor) or out.shape != want.shape:
+            return credit(0, [f"patchify(images {shape_of(images)}, {p}) raised {show(out)}"])
+        if not isinstance(out, torch.Tensor) or list(out.shape) != want:
             shapes_ok = values_ok = False
             hint = ""
-            if isinstance(out, torch.Tensor) and out.shape == want.transpose(1, 2).shape:
+            if isinstance(out, torch.Tensor) and list(out.shape) == [want[0], want[2], want[1]]:
                 hint = " (axes swapped? the patches come second, their pixels last)"
-            feedback.append(f"patch_size={p}: expected shape {list(want.shape)}, got {shape_of(out)}{hint}")
-        elif not torch.allclose(out.float(), want, atol=1e-5):
-            values_ok = False
-            if torch.allclose(out.float().sort(-1).values, want.sort(-1).values, atol=1e-5):
-                why = "each patch has the right pixels in the wrong order (flatten each patch row by row)"
-            else:
-                why = "patches are in the wrong order or mix pixels of different patches (go row by row)"
-            feedback.append(f"patch_size={p}: shape right, values wrong: {why}")
+            feedback.append(f"patch_size={p}: expected shape {want}, got {shape_of(out)}{hint}")
+            continue
+        unchanged, same_patches, in_order = _patch_layout(images, p, out)
+        if in_order:
+            continue
+        values_ok = False
+        if not unchanged:
+            why = "values changed: patchify only moves pixels, it must not compute new values"
+        elif same_patches:
+            why = "each patch has the right pixels in the wrong order (flatten each patch row by row)"
+        else:
+            why = "patches are in the wrong order or mix pixels of different patches (go row by row)"
+        feedback.append(f"patch_size={p}: shape right, values wrong: {why}")
     if shapes_ok and values_ok:
         feedback.append(f"shapes and values right for patch sizes {[p for _, p in cases]}")
     elif shapes_ok:
@@ -106,8 +157,8 @@ def vit_problem(config) -> str | None:
     try:
         params = count_parameters(build_model("vit", DATASET, **config))
     except Exception as error:  # the learner's settings: any failure is feedback, not a crash
-        return f"build_model('vit', 'fashion_mnist', **vit_config) failed: {type(error).__name__}: {error}"
-    patches = (28 // config["patch_size"]) ** 2
+        return f"build_model('vit', 'fashion_mnist', **vit_config) failed: {type(error).__name__}: {show(str(error), 200)}"
+    patches = (SIDE // config["patch_size"]) ** 2
     if patches < MIN_PATCHES:
         return f"{patches} patches is fewer than {MIN_PATCHES}: choose a smaller patch_size"
     if params > PARAM_BUDGET:
@@ -125,7 +176,7 @@ def score_config(config, n_patches) -> dict:
     if problem and (not isinstance(config, dict) or not isinstance(config.get("patch_size"), int)
                     or "failed" in problem):
         return credit(0, [problem])
-    patches = (28 // config["patch_size"]) ** 2
+    patches = (SIDE // config["patch_size"]) ** 2
     earned, feedback = 0, [problem] if problem else []
     if not problem:
         earned += 1
@@ -134,7 +185,7 @@ def score_config(config, n_patches) -> dict:
     if isinstance(n_patches, int) and not isinstance(n_patches, bool) and n_patches == patches:
         earned += 1
     else:
-        feedback.append(f"n_patches={n_patches!r} is not the number of patches of your configuration")
+        feedback.append(f"n_patches={show(n_patches)} is not the number of patches of your configuration")
     return credit(earned / 2, feedback)
 
 
@@ -156,49 +207,53 @@ def score_training(measured: dict, errors: list[str], targets: dict, floors: dic
     return credit(sum(parts) / len(targets), feedback)
 
 
-def score_comparison(rows, measured: dict) -> dict:
-    """rows: [{"model", "test_acc", "params", "ms_per_image"}, ...]; measured: ``{name: {"acc", "params", "ms"}}``.
+def _close(x, want: float, tolerance: float) -> bool:
+    return _is_number(x) and abs(x - want) <= tolerance * abs(want)
 
-    Half for parameters and accuracies that match the grader's measurement, half for times whose
-    ViT/CNN ratio is within :data:`TIME_RATIO_TOLERANCE` of the ratio the grader measures.
+
+def score_comparison(rows, measured: dict) -> dict:
+    """rows: [{"model", "test_acc", "params", "mflops_per_image", "ms_per_image"}, ...];
+    measured: ``{name: {"acc", "params", "mflops"}}``, measured by the grader ("mflops" may be missing:
+    then the counts are not checked).
+
+    Half for parameters and accuracies that match the measurement, half for the cost columns: an
+    operation count that matches (within :data:`FLOP_TOLERANCE`) and a positive time. Times depend
+    on the machine and its load, so they are shown, never compared.
     """
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         return credit(0, [f"results must be a list of dicts, one per model, got {shape_of(rows)}"])
     by_model = {r.get("model"): r for r in rows}
     if set(by_model) != {"ViT", "CNN"}:
-        return credit(0, [f"expected rows for models 'ViT' and 'CNN', got {sorted(map(str, by_model))}"])
-    numbers_ok = times_ok = True
+        return credit(0, [f"expected rows for models 'ViT' and 'CNN', got {show(sorted(map(str, by_model)))}"])
+    numbers_ok = cost_ok = True
     feedback = []
     for name, row in by_model.items():
-        ms = row.get("ms_per_image")
+        ms, mflops = row.get("ms_per_image"), row.get("mflops_per_image")
         if not _is_number(ms) or not 0 < ms < 10_000:
-            times_ok = False
-            feedback.append(f"{name}: ms_per_image={ms!r} should be a positive time in milliseconds")
+            cost_ok = False
+            feedback.append(f"{name}: ms_per_image={show(ms)} should be a positive time in milliseconds")
         if name not in measured:
-            numbers_ok = times_ok = False
+            numbers_ok = cost_ok = False
             feedback.append(f"{name}: no trained model to compare with")
             continue
         real = measured[name]
         if row.get("params") != real["params"]:
             numbers_ok = False
-            feedback.append(f"{name}: params={row.get('params')!r}, but the model has {real['params']:,}")
+            feedback.append(f"{name}: params={show(row.get('params'))}, but the model has {real['params']:,}")
         acc = row.get("test_acc")
         if not _is_number(acc) or not 0 <= acc <= 1:
             numbers_ok = False
-            feedback.append(f"{name}: test_acc={acc!r} should be a fraction in [0, 1]")
+            feedback.append(f"{name}: test_acc={show(acc)} should be a fraction in [0, 1]")
         elif abs(acc - real["acc"]) > ACC_TOLERANCE:
             numbers_ok = False
             feedback.append(f"{name}: test_acc={acc:.4f}, but the model scores {real['acc']:.4f} on the test set")
-    if times_ok and all("ms" in measured.get(n, {}) for n in ("ViT", "CNN")):
-        theirs = by_model["ViT"]["ms_per_image"] / by_model["CNN"]["ms_per_image"]
-        ours = measured["ViT"]["ms"] / measured["CNN"]["ms"]
-        if not 1 / TIME_RATIO_TOLERANCE <= theirs / ours <= TIME_RATIO_TOLERANCE:
-            times_ok = False
-            feedback.append(f"your times say the ViT takes {theirs:.2f}x the CNN's time per image; measured here "
-                            f"it takes {ours:.2f}x (tolerance: a factor {TIME_RATIO_TOLERANCE:g})")
-    if numbers_ok and times_ok:
-        feedback.append("parameters, accuracies and times are consistent with the models")
-    return credit((numbers_ok + times_ok) / 2, feedback)
+        if "mflops" in real and not _close(mflops, real["mflops"], FLOP_TOLERANCE):
+            cost_ok = False
+            feedback.append(f"{name}: mflops_per_image={show(mflops)} is not the operation count of one "
+                            "image's forward pass (FlopCounterMode, batch 1, in millions)")
+    if numbers_ok and cost_ok:
+        feedback.append("parameters, accuracies and costs are consistent with the models")
+    return credit((numbers_ok + cost_ok) / 2, feedback)
 
 
 def score_attention(index, attention, vit, test_set) -> dict:
@@ -206,12 +261,10 @@ def score_attention(index, attention, vit, test_set) -> dict:
 
     Half for an image the ViT really misclassifies, half for its attention maps.
     """
-    from .viz import attention_maps
-
     if vit is None:
         return credit(0, ["no trained ViT to check against"])
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(test_set):
-        return credit(0, [f"miss_index={index!r} must be an int index into the test set "
+        return credit(0, [f"miss_index={show(index)} must be an int index into the test set "
                           f"(0 to {len(test_set) - 1})"])
     image, label = test_set[index]
     want = attention_maps(vit, image.unsqueeze(0))
@@ -234,37 +287,46 @@ def score_attention(index, attention, vit, test_set) -> dict:
     return credit(earned / 2, feedback)
 
 
-def score_cost(ratio, measured: float) -> dict:
-    """ratio: the learner's answer, how many times longer a training step takes with 49 patches than
-    with 16 (other settings alike); measured: the grader's own measurement of that ratio.
+def score_cost(ratio, counted: float) -> dict:
+    """ratio: the learner's answer, how many times the operations of a forward pass (or a training
+    step) with 49 patches outnumber those with 16 (other settings alike); counted: the grader's count.
 
-    All the points within a factor ``COST_TOLERANCES[0]`` of the measurement, half within
-    ``COST_TOLERANCES[1]``. The feedback says which way the answer is off, not the measurement.
+    All the points within a factor ``COST_TOLERANCES[0]`` of the count, half within
+    ``COST_TOLERANCES[1]``. The feedback says which way the answer is off, not the count.
     """
     if not _is_number(ratio) or not 0 < ratio < float("inf"):
-        return credit(0, [f"cost_ratio must be a positive number (a ratio of two times), got {ratio!r}"])
-    off = max(ratio / measured, measured / ratio)
+        return credit(0, [f"cost_ratio must be a positive number (a ratio of two counts), got {show(ratio)}"])
+    off = max(ratio / counted, counted / ratio)
     full, half = COST_TOLERANCES
-    way = "too high" if ratio > measured else "too low"
+    way = "too high" if ratio > counted else "too low"
     if off <= full:
-        return credit(1, [f"cost_ratio={ratio:.2f} is within a factor {full:g} of the grader's measurement"])
+        return credit(1, [f"cost_ratio={ratio:.2f} is within a factor {full:g} of the grader's count"])
     if off <= half:
         return credit(0.5, [f"cost_ratio={ratio:.2f} is {way}: more than a factor {full:g} off the grader's "
-                            f"measurement, within {half:g} (half the points)"])
-    return credit(0, [f"cost_ratio={ratio:.2f} is {way} by more than a factor {half:g}: time one training "
-                      "step of each configuration"])
-
-
-def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
-    """Counts [num_classes, num_classes]: row = true class, column = predicted class; predicted, labels: [N]."""
-    index = torch.as_tensor(labels).long() * num_classes + torch.as_tensor(predicted).long()
-    return torch.bincount(index, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+                            f"count, within {half:g} (half the points); count with FlopCounterMode"])
+    return credit(0, [f"cost_ratio={ratio:.2f} is {way} by more than a factor {half:g}: count the operations "
+                      "of each configuration with FlopCounterMode"])
 
 
 def _class_index(name) -> int | None:
     if isinstance(name, int) and not isinstance(name, bool) and 0 <= name < len(CLASSES):
         return name
-    return CLASSES.index(name) if name in CLASSES else None
+    return CLASSES.index(name) if isinstance(name, str) and name in CLASSES else None
+
+
+def _score_pair(pair, mistakes: torch.Tensor) -> tuple[int, str | None]:
+    """(1 or 0, feedback) for ``pair`` against ``mistakes`` [10, 10] (the counts, diagonal zeroed)."""
+    ok = isinstance(pair, (list, tuple)) and len(pair) == 2
+    t, p = (_class_index(x) for x in pair) if ok else (None, None)
+    if t is None or p is None:
+        return 0, (f"most_confused must be a pair (true class, predicted class) of names from "
+                   f"CLASSES or indices 0-9, got {show(pair)}")
+    if t == p:
+        return 0, f"({CLASSES[t]!r}, {CLASSES[p]!r}) is a correct prediction, not a mistake"
+    if mistakes[t, p] == mistakes.max():  # any pair tied for the most frequent mistake
+        return 1, None
+    return 0, (f"your ViT takes a {CLASSES[t]} for a {CLASSES[p]} {int(mistakes[t, p])} times: "
+               "another mistake is more frequent")
 
 
 def score_confusion(matrix, pair, want: torch.Tensor) -> dict:
@@ -286,18 +348,32 @@ def score_confusion(matrix, pair, want: torch.Tensor) -> dict:
     else:
         wrong = int((matrix.long() != want).sum())
         feedback.append(f"{wrong} cells differ from the counts of your ViT's test predictions")
-    t, p = (_class_index(x) for x in pair) if isinstance(pair, (list, tuple)) and len(pair) == 2 else (None, None)
-    mistakes = want.clone().fill_diagonal_(0)
-    if t is None or p is None:
-        feedback.append(f"most_confused must be a pair (true class, predicted class) of names from "
-                        f"CLASSES or indices 0-9, got {pair!r}")
-    elif t == p:
-        feedback.append(f"({CLASSES[t]!r}, {CLASSES[p]!r}) is a correct prediction, not a mistake")
-    elif mistakes[t, p] == mistakes.max():
-        earned += 1
-    else:
-        feedback.append(f"your ViT takes a {CLASSES[t]} for a {CLASSES[p]} {int(mistakes[t, p])} times: "
-                        "another mistake is more frequent")
+    got, why = _score_pair(pair, want.clone().fill_diagonal_(0))
+    earned += got
+    feedback += [why] if why else []
     if earned == 2:
         feedback.append("the matrix and the most frequent mistake are right")
+    return credit(earned / 2, feedback)
+
+
+def score_confusion_totals(matrix, pair, per_class: torch.Tensor, correct: int) -> dict:
+    """What the notebook can check without the answer: ``matrix``'s row sums against ``per_class``
+    [10] (test images of each class), its diagonal against ``correct`` (the ViT's right answers), and
+    ``pair`` against the matrix's own largest mistake. Half for the matrix, half for the pair.
+    """
+    if not isinstance(matrix, torch.Tensor) or tuple(matrix.shape) != (10, 10) or matrix.is_floating_point():
+        return credit(0, [f"expected an integer tensor of shape [10, 10], got {shape_of(matrix)}"])
+    earned, feedback = 0, []
+    rows = matrix.sum(1)
+    if not torch.equal(rows, per_class.to(rows.dtype)):
+        c = int((rows != per_class).nonzero()[0])
+        feedback.append(f"row {c} ({CLASSES[c]}) counts {int(rows[c])} images; the test set has "
+                        f"{int(per_class[c])} (a row is the true class)")
+    elif int(matrix.trace()) != correct:
+        feedback.append(f"the diagonal counts {int(matrix.trace())} right answers; your ViT gets {correct} right")
+    else:
+        earned += 1
+    got, why = _score_pair(pair, matrix.clone().fill_diagonal_(0))
+    earned += got
+    feedback += [why] if why else ["the matrix's totals and its largest mistake agree (the grader checks every cell)"]
     return credit(earned / 2, feedback)

@@ -137,8 +137,12 @@ def fingerprint(files) -> str:
     return digest.hexdigest()[:16]
 
 
-def load_split(name: str, train: bool = True, root=None, download: bool = True) -> TensorSplit:
+def load_split(name: str, train: bool = True, root=None, download: bool = True,
+               cache: bool = True) -> TensorSplit:
     """One split as a :class:`TensorSplit`, from the cache when its source is unchanged.
+
+    ``cache=False`` decodes the source files and neither reads nor writes the cache (the grader's
+    way: nothing another process wrote can change what it scores against).
 
     The first call decodes the source (:func:`coursekit.data.get_dataset`) and writes
     ``cache_dir()/<name>-<split>-<fingerprint>.pt`` atomically; later calls load that file. A cache
@@ -149,6 +153,8 @@ def load_split(name: str, train: bool = True, root=None, download: bool = True) 
     if getattr(dataset, "stand_in", False):
         images, targets = _decode(dataset)
         return TensorSplit(name, images, targets, dataset.source, stand_in=True, classes=classes)
+    if not cache:
+        return TensorSplit(name, *_decode(dataset), dataset.source, classes=classes)
     split = "train" if train else "test"
     key = fingerprint(source_files(name, dataset, data_root(root)))
     path = cache_dir() / f"{name}-{split}-{key}.pt"

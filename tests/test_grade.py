@@ -1,11 +1,15 @@
-"""The grader end to end: real kernels, fast mode (set by conftest), small derived notebooks.
+"""The grader end to end: real sandboxed kernels, fast mode (set by conftest), small derived notebooks.
 
-A folder of submissions (the batch) is tested with the student edition in tests/test_release.py.
+A folder of submissions (the batch) is tested with the student edition in tests/test_release.py;
+hostile submissions, each attack of issue #18, in tests/test_sandbox.py.
 
-Grading the whole reference solution takes a minute or two on two cores; the robustness tests use
-the solution's first three tasks only (data, patchify, config), changed in memory.
+Grading the whole reference solution takes a minute on two cores (with a CPU burner beside it:
+no score depends on time or load); the robustness tests use the solution's first three tasks only
+(data, patchify, config), changed in memory.
 """
 
+import contextlib
+import csv
 import json
 import os
 import subprocess
@@ -17,7 +21,7 @@ import nbformat
 import pytest
 import torch
 
-from coursekit import collect, grade, homework as hw
+from coursekit import collect, grade, homework as hw, sandbox, tasks as registry
 from coursekit.scorers import credit
 from coursekit.config import data_root
 
@@ -56,18 +60,37 @@ def write(nb, folder, name="submission.ipynb"):
     return path
 
 
+needs_sandbox = pytest.mark.skipif(sandbox.problem() is not None and not os.environ.get("CI"),
+                                   reason=f"no sandbox here: {sandbox.problem()}")
+
+
+@contextlib.contextmanager
+def busy_machine():
+    """A process that keeps every core busy while the block runs."""
+    burn = "import multiprocessing as m\ndef f(_):\n    while True: pass\nm.Pool(m.cpu_count()).map(f, range(64))"
+    process = subprocess.Popen([sys.executable, "-c", burn], start_new_session=True)
+    try:
+        yield
+    finally:
+        os.killpg(process.pid, 9)
+        process.wait()
+
+
 @pytest.fixture(scope="module")
 def solution_report(tmp_path_factory):
     path = write(nbformat.read(SOLUTION, as_version=4), tmp_path_factory.mktemp("solution"))
     before = (path.read_bytes(), path.stat().st_mtime_ns)
-    report = grade.grade(path, timeout=300, total=900)
+    with busy_machine():
+        report = grade.grade(path, timeout=600, total=1200)
     return report, path, before
 
 
 @needs_data
-def test_reference_solution_scores_full_marks(solution_report):
+@needs_sandbox
+def test_reference_solution_scores_full_marks_on_a_busy_machine(solution_report):
     report, path, before = solution_report
-    automatic = sum(t.points for t in hw.TASKS.values() if not t.manual)
+    assert report["sandbox"]
+    automatic = sum(t.points for t in registry.TASKS.values() if not t.manual)
     assert report["score"] == report["max_score"] == automatic == 14, grade.format_report(report)
     pending = [t for t in report["tasks"] if t["status"] == "pending"]
     assert [t["task"] for t in pending] == ["reflection"] and report["pending"] == 3
@@ -91,7 +114,7 @@ def test_crashing_and_hanging_answers_lose_only_their_own_points(tmp_path):
     tasks = {t["task"]: t for t in report["tasks"]}
     assert tasks["data"]["points"] == 0 and "RuntimeError: boom" in tasks["data"]["feedback"]
     assert tasks["patchify"]["points"] == 0 and "timed out" in tasks["patchify"]["feedback"]
-    assert tasks["config"]["points"] == hw.TASKS["config"].points, grade.format_report(report)
+    assert tasks["config"]["points"] == hw.POINTS["config"], grade.format_report(report)
     assert elapsed < 300
     assert tasks["training"]["status"] == "missing"
 
@@ -105,7 +128,7 @@ def test_a_hang_that_ignores_interrupts_restarts_the_kernel_and_grading_goes_on(
     report = grade.grade(path, timeout=40, total=400)
     assert time.monotonic() - start < 300
     assert points(report)["patchify"] == 0
-    assert points(report)["data"] == 1 and points(report)["config"] == hw.TASKS["config"].points, grade.format_report(report)
+    assert points(report)["data"] == 1 and points(report)["config"] == hw.POINTS["config"], grade.format_report(report)
 
 
 @needs_data
@@ -150,7 +173,7 @@ def test_collector_hands_over_plain_answers_and_leaves_no_names_behind(tmp_path)
     torch.save({}, inputs)
     kernel = {"vit_config": {"patch_size": 7, "dim": torch.tensor(64)}}  # n_patches left undefined
     before = set(kernel)
-    exec(collect.collector_source(hw.TASKS["config"].collect, str(inputs), str(out)), kernel)
+    exec(collect.collector_source(registry.TASKS["config"].collect, str(inputs), str(out)), kernel)
     answer = torch.load(out, weights_only=True)
     assert answer["config"]["patch_size"] == 7 and torch.equal(answer["config"]["dim"], torch.tensor(64))
     assert answer["n_patches"] == "NameError: n_patches is not defined"
@@ -164,10 +187,10 @@ def toy_registry():
             return credit(0, [f"answer: {x}"])
         return credit(x == inputs["a"] * 7, [f"expected {inputs['a']} * 7, got {x!r}"])
 
-    toy = hw.Task("Multiply by seven", 3, inputs=lambda: {"a": 6}, score=score,
+    toy = registry.Task("Multiply by seven", 3, inputs=lambda: {"a": 6}, score=score,
                   collect='import os\n_out = {"x": _answer("times_seven", lambda f: f(_inputs["a"])), '
                           '"env": os.environ.get("TOY_SETTING", "")}')
-    return {"toy": toy, "essay": hw.Task("An essay", 2, manual=True)}
+    return {"toy": toy, "essay": registry.Task("An essay", 2, manual=True)}
 
 
 def toy_notebook(body):
@@ -188,19 +211,58 @@ def test_a_new_task_is_one_registry_entry_graded_end_to_end(tmp_path):
     assert bad["score"] == 0 and "expected 6 * 7, got 13" in bad["tasks"][0]["feedback"]
 
 
-def test_the_kernel_gets_its_environment_passed_in(tmp_path, monkeypatch):
+def test_an_unsandboxed_kernel_gets_its_environment_passed_in(tmp_path, monkeypatch):
     seen = {}
 
     def score(answer, inputs, context):
         seen.update(answer)
         return credit(1, ["ok"])
 
-    tasks = {"toy": hw.Task("Read the environment", 1, score=score,
+    tasks = {"toy": registry.Task("Read the environment", 1, score=score,
                             collect='import os\n_out = {"setting": os.environ.get("TOY_SETTING", ""), '
                                     '"data": os.environ.get("COURSEKIT_DATA", "")}')}
     monkeypatch.setenv("COURSEKIT_DATA", "relative/data")
     before = dict(os.environ)
     path = write(toy_notebook("pass"), tmp_path)
-    grade.grade(path, timeout=60, total=120, tasks=tasks, env=grade.kernel_env(dict(os.environ, TOY_SETTING="42")))
+    grade.grade(path, timeout=60, total=120, tasks=tasks, env=grade.kernel_env(dict(os.environ, TOY_SETTING="42")),
+                limits=None)
     assert seen["setting"] == "42" and seen["data"] == str((Path.cwd() / "relative/data").resolve())
     assert dict(os.environ) == before  # the grader's own environment is left alone
+
+
+@needs_sandbox
+def test_a_sandboxed_kernel_sees_none_of_the_graders_environment(tmp_path, monkeypatch):
+    seen = {}
+
+    def score(answer, inputs, context):
+        seen.update(answer)
+        return credit(1, ["ok"])
+
+    tasks = {"toy": registry.Task("Read the environment", 1, score=score,
+                                  collect='import os\n_out = {"env": dict(os.environ), "uid": os.getuid()}')}
+    monkeypatch.setenv("TOY_SECRET", "hunter2")
+    grade.grade(write(toy_notebook("pass"), tmp_path), timeout=60, total=120, tasks=tasks)
+    assert "TOY_SECRET" not in seen["env"] and seen["uid"] == sandbox.UID
+    assert set(seen["env"]) <= set(sandbox.kernel_environment(sandbox.Limits())) | {"PWD", "TERM", "PAGER",
+           "GIT_PAGER", "CLICOLOR", "CLICOLOR_FORCE", "FORCE_COLOR", "PYDEVD_USE_FRAME_EVAL"}  # ipykernel's own
+
+
+def test_reports_graded_elsewhere_merge_into_one_csv(tmp_path):
+    reports = []
+    for name, points in (("alice", 1), ("bob", 0)):
+        report = {"notebook": f"submissions/{name}.ipynb", "score": points, "max_score": 1, "pending": 0,
+                  "tasks": [{"task": "data", "points": points, "max": 1, "feedback": "ok"}]}
+        reports.append(tmp_path / f"{name}.json")
+        reports[-1].write_text(json.dumps(report))
+    out = subprocess.run([sys.executable, "-m", "coursekit.grade", "--merge", *map(str, reports[::-1]),
+                          "--csv", str(tmp_path / "grades.csv"), "--json", str(tmp_path / "all.json")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader((tmp_path / "grades.csv").open()))
+    assert [(r["notebook"], r["score"], r["data"]) for r in rows] == [
+        ("submissions/alice.ipynb", "1", "1"), ("submissions/bob.ipynb", "0", "0")]
+    assert [r["notebook"] for r in json.loads((tmp_path / "all.json").read_text())] == [r["notebook"] for r in rows]
+    (tmp_path / "broken.json").write_text("{")
+    bad = subprocess.run([sys.executable, "-m", "coursekit.grade", "--merge", str(tmp_path / "broken.json")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "not a readable report" in bad.stderr

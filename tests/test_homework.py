@@ -1,32 +1,67 @@
-"""The homework's scorers at the real thresholds (not fast mode's), its registry, and its checks.
+"""The homework's scorers at the real thresholds (not fast mode's), the grader's registry, and the checks.
 
 Every scorer has a test in which a wrong answer earns less than full credit: a scorer that
-returned full credit unconditionally would fail it.
+returned full credit unconditionally would fail it. The "mutant" tests each catch one plausible
+bug in a scorer (a bound made inclusive, a tolerance loosened, a check that stops early).
 """
 
 import pytest
 import torch
+from einops import rearrange
+from torch import nn
 from torch.nn import functional as F
 
 from coursekit import homework as hw
 from coursekit import scorers as sc
+from coursekit import tasks
 from coursekit.models import build_model
 
 GOOD_CONFIG = dict(patch_size=7, dim=64, depth=4, heads=4, dim_head=16, mlp_dim=128)
 
 
-def test_reference_patchify_matches_unfold():
-    images = torch.randn(2, 1, 28, 28)
-    for p in (4, 7, 14):
-        unfolded = F.unfold(images, kernel_size=p, stride=p).transpose(1, 2)  # [B, N, C*p*p]
-        assert torch.equal(hw.reference_patchify(images, p), unfolded)
-    # by hand: patch 1 (top row, second from the left) of a 7x7 grid
-    assert torch.equal(hw.reference_patchify(images, 7)[:, 1], images[:, 0, :7, 7:14].reshape(2, 49))
+def patchify(images, p):
+    """A right answer, written here as a learner would (no scorer computes one)."""
+    return rearrange(images, "b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=p, p2=p)
+
+
+def by_hand_confusion(predicted, labels, n=10):
+    want = torch.zeros(n, n, dtype=torch.long)
+    for t, q in zip(labels.tolist(), predicted.tolist()):
+        want[t, q] += 1  # row: true class, column: prediction
+    return want
+
+
+def test_score_patchify_accepts_independent_right_answers():
+    cases = hw.patchify_cases(0)
+    unfolded = [F.unfold(x, kernel_size=p, stride=p).transpose(1, 2) for x, p in cases]  # [B, N, C*p*p]
+    assert sc.score_patchify(cases, unfolded)["credit"] == 1
+    by_loops = []
+    for x, p in cases:  # patch by patch, row by row
+        B, C, H, W = x.shape
+        by_loops.append(torch.stack([x[:, :, i:i + p, j:j + p].permute(0, 2, 3, 1).reshape(B, -1)
+                                     for i in range(0, H, p) for j in range(0, W, p)], 1))
+    assert sc.score_patchify(cases, by_loops)["credit"] == 1
+    three = [(torch.randperm(2 * 3 * 8 * 8).float().reshape(2, 3, 8, 8), 4)]  # channels last in a patch
+    assert sc.score_patchify(three, [patchify(*three[0])])["credit"] == 1
+    channels_first = three[0][0].reshape(2, 3, 2, 4, 2, 4).permute(0, 2, 4, 1, 3, 5).reshape(2, 4, 48)
+    assert sc.score_patchify(three, [channels_first])["credit"] == 0.5
+
+
+def test_score_patchify_checks_every_patch_size_and_exact_values():
+    cases = hw.patchify_cases(1)
+    right = [patchify(x, p) for x, p in cases]
+    only_first = right[:1] + [r.flip(1) for r in right[1:]]  # right for patch size 7 only
+    result = sc.score_patchify(cases, only_first)
+    assert result["credit"] == 0.5 and "patch_size=4" in result["feedback"]
+    nudged = [r + 1e-3 for r in right]  # patchify moves pixels; it never changes them
+    result = sc.score_patchify(cases, nudged)
+    assert result["credit"] == 0.5 and "values changed" in result["feedback"]
+    assert sc.score_patchify(cases, [r.double() for r in right])["credit"] == 1  # any dtype
 
 
 def test_score_patchify_points_and_feedback():
     cases = hw.patchify_cases(0)
-    right = [hw.reference_patchify(x, p) for x, p in cases]
+    right = [patchify(x, p) for x, p in cases]
     assert sc.score_patchify(cases, right)["credit"] == 1
     swapped = sc.score_patchify(cases, [r.transpose(1, 2) for r in right])  # the transpose loses
     assert swapped["credit"] == 0
@@ -79,7 +114,7 @@ def test_score_training_at_the_real_thresholds():
     halfway = score(0.875, 0.88)  # ViT halfway between its floor and its target, CNN at its floor
     assert halfway["credit"] == pytest.approx(0.25) and "50% of its share" in halfway["feedback"]
     assert sc.score_training({}, ["vit: NameError"], targets, floors)["credit"] == 0  # no models
-    points = hw.TASKS["training"].points
+    points = hw.POINTS["training"]
     assert hw.result("training", score(0.875, 0.91))["points"] == pytest.approx(0.75 * points)
 
 
@@ -90,26 +125,42 @@ def test_fast_mode_lowers_the_training_targets(monkeypatch):
     assert hw.training_targets() == (hw.FAST_THRESHOLDS, hw.FAST_FLOORS)
 
 
+MEASURED = {"ViT": {"acc": 0.9, "params": 100, "mflops": 15.9}, "CNN": {"acc": 0.92, "params": 200, "mflops": 24.0}}
+ROWS = [{"model": "ViT", "test_acc": 0.9, "params": 100, "mflops_per_image": 15.9, "ms_per_image": 1.5},
+        {"model": "CNN", "test_acc": 0.92, "params": 200, "mflops_per_image": 24.0, "ms_per_image": 0.5}]
+
+
 def test_score_comparison_checks_against_measurements():
-    measured = {"ViT": {"acc": 0.9, "params": 100, "ms": 0.8}, "CNN": {"acc": 0.92, "params": 200, "ms": 0.2}}
-    rows = [{"model": "ViT", "test_acc": 0.9, "params": 100, "ms_per_image": 1.5},
-            {"model": "CNN", "test_acc": 0.92, "params": 200, "ms_per_image": 0.5}]
-    assert sc.score_comparison(rows, measured)["credit"] == 1
-    inflated = [dict(rows[0], test_acc=0.99), rows[1]]
-    result = sc.score_comparison(inflated, measured)
+    assert sc.score_comparison(ROWS, MEASURED)["credit"] == 1
+    inflated = [dict(ROWS[0], test_acc=0.99), ROWS[1]]
+    result = sc.score_comparison(inflated, MEASURED)
     assert result["credit"] == 0.5 and "the model scores 0.9000" in result["feedback"]
-    copied = [dict(rows[0], params=200), rows[1]]
-    assert sc.score_comparison(copied, measured)["credit"] == 0.5
-    # any positive time no longer passes: the ViT/CNN ratio must be near the one measured here (4x)
-    backwards = [dict(rows[0], ms_per_image=0.1), rows[1]]
-    result = sc.score_comparison(backwards, measured)
-    assert result["credit"] == 0.5 and "measured here it takes 4.00x" in result["feedback"]
-    assert sc.score_comparison([dict(rows[0], ms_per_image=-1), rows[1]], measured)["credit"] == 0.5
-    assert sc.score_comparison(rows[:1], measured)["credit"] == 0
-    assert "got str" in sc.score_comparison("a table", measured)["feedback"]
+    copied = [dict(ROWS[0], params=200), ROWS[1]]
+    assert sc.score_comparison(copied, MEASURED)["credit"] == 0.5
+    # any time is fine (it depends on the machine), but the operation count must be the model's
+    assert sc.score_comparison([dict(ROWS[0], ms_per_image=40.0), ROWS[1]], MEASURED)["credit"] == 1
+    swapped = [dict(ROWS[0], mflops_per_image=24.0), dict(ROWS[1], mflops_per_image=15.9)]
+    result = sc.score_comparison(swapped, MEASURED)
+    assert result["credit"] == 0.5 and "operation count" in result["feedback"]
+    assert sc.score_comparison([dict(ROWS[0], ms_per_image=-1), ROWS[1]], MEASURED)["credit"] == 0.5
+    assert sc.score_comparison(ROWS[:1], MEASURED)["credit"] == 0
+    assert "got str" in sc.score_comparison("a table", MEASURED)["feedback"]
+    # the notebook's own check has no counts: it checks the rest
+    no_counts = {name: {"acc": m["acc"], "params": m["params"]} for name, m in MEASURED.items()}
+    assert sc.score_comparison([dict(ROWS[0], mflops_per_image=1.0), ROWS[1]], no_counts)["credit"] == 1
 
 
-def test_score_cost_at_its_tolerances():
+def test_score_comparison_mutants():
+    zero = sc.score_comparison([dict(ROWS[0], ms_per_image=0), ROWS[1]], MEASURED)  # 0 ms is no time
+    assert zero["credit"] == 0.5 and "positive time" in zero["feedback"]
+    low = sc.score_comparison([dict(ROWS[0], test_acc=0.9 - 2 * sc.ACC_TOLERANCE), ROWS[1]], MEASURED)
+    assert low["credit"] == 0.5  # an accuracy too low is as wrong as one too high
+    assert sc.score_comparison([dict(ROWS[0], test_acc=0.9 - sc.ACC_TOLERANCE / 2), ROWS[1]], MEASURED)["credit"] == 1
+    missing = sc.score_comparison(ROWS, {"ViT": MEASURED["ViT"]})  # no trained CNN: no cost half either
+    assert missing["credit"] == 0 and "CNN: no trained model" in missing["feedback"]
+
+
+def test_score_cost_at_its_tolerances():  # the grader's count: no time, so no load, moves it
     full, half = sc.COST_TOLERANCES
     assert sc.score_cost(4.0, 4.0)["credit"] == 1
     assert sc.score_cost(4.0 * full, 4.0)["credit"] == 1 and sc.score_cost(4.0 / full, 4.0)["credit"] == 1
@@ -123,14 +174,57 @@ def test_score_cost_at_its_tolerances():
         assert result["credit"] == 0 and "positive number" in result["feedback"], wrong
 
 
-def test_confusion_matrix_counts_by_hand():
+class FixedPredictions(nn.Module):
+    """A 'model' whose predictions are given: logits with a 1 at each image's prediction."""
+
+    def __init__(self, predicted):
+        super().__init__()
+        self.predicted, self.seen = predicted, 0
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def forward(self, images):
+        out = F.one_hot(self.predicted[self.seen:self.seen + len(images)], 10).float()
+        self.seen += len(images)
+        return out
+
+
+def test_the_graders_confusion_matrix_counts_by_hand():
     labels = torch.tensor([0, 0, 1, 2, 2, 2])
     predicted = torch.tensor([0, 1, 1, 2, 0, 0])
-    want = torch.zeros(3, 3, dtype=torch.long)
-    for t, p in zip(labels.tolist(), predicted.tolist()):
-        want[t, p] += 1  # row: true class, column: prediction
-    assert torch.equal(sc.confusion_matrix(predicted, labels, 3), want)
-    assert want[2, 0] == 2 and want[2].sum() == 3
+    loader = [(torch.zeros(4, 1, 28, 28), labels[:4]), (torch.zeros(2, 1, 28, 28), labels[4:])]
+    got = tasks.confusion_of(FixedPredictions(predicted), loader)
+    assert torch.equal(got, by_hand_confusion(predicted, labels))
+    assert got[2, 0] == 2 and got[2].sum() == 3
+
+
+def test_score_confusion_mutants():
+    labels = torch.arange(10).repeat_interleave(20)
+    predicted = labels.clone()
+    predicted[:3] = 6  # T-shirt -> shirt three times
+    predicted[40:43] = 4  # pullover -> coat three times: tied for the most frequent mistake
+    want = by_hand_confusion(predicted, labels)
+    assert sc.score_confusion(want, ("T-shirt/top", "Shirt"), want)["credit"] == 1  # the first of the tie
+    assert sc.score_confusion(want, ("Pullover", "Coat"), want)["credit"] == 1  # the other one counts too
+    unknown = sc.score_confusion(want, ("Jacket", "Coat"), want)  # scored, not raised
+    assert unknown["credit"] == 0.5 and "names from CLASSES" in unknown["feedback"]
+    assert sc.score_confusion(want, (None, {}), want)["credit"] == 0.5
+
+
+def test_score_confusion_totals_checks_what_the_notebook_can():
+    labels = torch.arange(10).repeat_interleave(20)
+    predicted = labels.clone()
+    predicted[:3] = 6
+    matrix = by_hand_confusion(predicted, labels)
+    per_class, correct = torch.bincount(labels, minlength=10), int((predicted == labels).sum())
+    assert sc.score_confusion_totals(matrix, ("T-shirt/top", "Shirt"), per_class, correct)["credit"] == 1
+    swapped = sc.score_confusion_totals(matrix.T, ("Shirt", "T-shirt/top"), per_class, correct)
+    assert swapped["credit"] == 0.5 and "row 0 (T-shirt/top) counts 17 images" in swapped["feedback"]
+    moved = matrix.clone()
+    moved[1, 1] -= 1
+    moved[1, 2] += 1  # rows still right, one right answer fewer
+    assert "the diagonal counts 196 right answers; your ViT gets 197" in \
+        sc.score_confusion_totals(moved, (0, 6), per_class, correct)["feedback"]
+    assert sc.score_confusion_totals(matrix.float(), (0, 6), per_class, correct)["credit"] == 0
 
 
 def test_score_confusion_needs_the_matrix_and_the_most_frequent_mistake():
@@ -138,7 +232,7 @@ def test_score_confusion_needs_the_matrix_and_the_most_frequent_mistake():
     predicted = labels.clone()
     predicted[:3] = 6  # three T-shirts taken for shirts: the most frequent mistake
     predicted[20:22] = 3  # two trousers taken for dresses
-    want = sc.confusion_matrix(predicted, labels)
+    want = by_hand_confusion(predicted, labels)
     shirt = ("T-shirt/top", "Shirt")
     assert sc.score_confusion(want, shirt, want)["credit"] == 1
     assert sc.score_confusion(want.clone(), (0, 6), want)["credit"] == 1  # indices work too
@@ -159,12 +253,33 @@ def test_score_confusion_needs_the_matrix_and_the_most_frequent_mistake():
     assert sc.score_confusion("NameError: confusion", ("Coat", "Bag"), want)["credit"] == 0
 
 
-def test_cost_ratio_measures_more_tokens_as_slower_and_keeps_the_random_state():
+def vit_flops(config, side=28, channels=1, classes=10):
+    """Operations of one image's forward pass through vit-pytorch's ViT, in closed form (2 per multiply-add)."""
+    p, D, L = config["patch_size"], config["dim"], config["depth"]
+    inner, hidden = config["heads"] * config["dim_head"], config["mlp_dim"]
+    P = (side // p) ** 2
+    T = P + 1  # and CLS
+    per_layer = T * D * 3 * inner + 2 * T * T * inner + T * inner * D + 2 * T * D * hidden
+    return 2 * (P * p * p * channels * D + L * per_layer + D * classes)
+
+
+def test_the_graders_operation_counts_match_the_closed_form_and_keep_the_random_state():
+    for config in (GOOD_CONFIG, dict(GOOD_CONFIG, patch_size=4), dict(GOOD_CONFIG, dim=96, heads=3, dim_head=32)):
+        assert tasks.flops(build_model("vit", "fashion_mnist", **config), torch.zeros(1, 1, 28, 28)) == vit_flops(config)
     torch.manual_seed(3)
     before = torch.get_rng_state()
-    ratio = hw.cost_ratio(dict(GOOD_CONFIG, depth=1, dim=32, mlp_dim=64), batch_size=32, rounds=1)
+    ratio = tasks.flop_ratio(GOOD_CONFIG)
     assert torch.equal(torch.get_rng_state(), before)
-    assert ratio > 1.2  # 50 tokens against 17: a step cannot be as cheap
+    assert ratio == pytest.approx(vit_flops(dict(GOOD_CONFIG, patch_size=4)) / vit_flops(GOOD_CONFIG))
+    assert 50 / 17 * 0.9 < ratio < (50 / 17) ** 2  # near linear in the tokens at this width
+
+
+def test_check_cost_only_says_whether_a_ratio_is_plausible(capsys):
+    hw.check_cost(3.2)
+    assert "[cost] 2/2 points: cost_ratio=3.20 is plausible" in capsys.readouterr().out
+    for wrong in (1.0, 12.0, "3.2", True, None):
+        hw.check_cost(wrong)
+        assert "[cost] 0/2 points" in capsys.readouterr().out
 
 
 @pytest.fixture(scope="module")
@@ -200,12 +315,14 @@ def test_registry_is_complete_and_points_are_stated_in_the_notebook():
     import nbformat
 
     from coursekit.release import SOLUTIONS
-    for name, task in hw.TASKS.items():
-        assert task.title and task.points > 0
+    assert list(tasks.TASKS) == list(hw.POINTS)
+    for name, task in tasks.TASKS.items():
+        assert task.title and task.points == hw.POINTS[name] > 0
+        assert task.manual == (name in hw.MANUAL)
         assert task.manual or (task.collect and callable(task.score)), name
     nb = nbformat.read(SOLUTIONS / "04_fashion_mnist_homework.ipynb", as_version=4)
     table = nb.cells[2].source
-    for number, task in enumerate(hw.TASKS.values(), 1):
+    for number, task in enumerate(tasks.TASKS.values(), 1):
         assert f"| {number}. " in table and f"| {task.points:g} |" in table
 
 
@@ -215,6 +332,6 @@ def test_check_functions_print_feedback_and_never_raise(capsys):
 
     hw.check_patchify(broken)
     assert "[patchify] 0/2 points" in capsys.readouterr().out
-    hw.check_patchify(hw.reference_patchify)
+    hw.check_patchify(patchify)
     assert "[patchify] 2/2 points" in capsys.readouterr().out
     assert hw.RESULTS["patchify"]["points"] == 2

@@ -1,0 +1,170 @@
+"""The sandbox a submission's kernel runs in: bubblewrap, an unprivileged user, no network, limits.
+
+The grader (:mod:`coursekit.grade`) starts every kernel through :class:`SandboxedKernelManager`. Inside
+the sandbox the kernel sees:
+
+- read-only: the system folders (``/usr``, ``/etc``, ...), the Python installation and its
+  site-packages, the ``coursekit`` package, and the data folder; nothing else of the host (no home
+  folder, no repository, no other submission, no grades);
+- writable and private, gone when the kernel stops: its work folder ``/home/student`` and ``/tmp``,
+  each a size-limited tmpfs, and the folder of its own connection sockets;
+- its own PID namespace (it sees no other process, and everything it starts dies with it), no
+  network (the grader talks to it over Unix sockets: jupyter_client's ``transport="ipc"``), an
+  environment made from scratch (no variable of the grader's leaks in);
+- limits (:class:`Limits`): address space, processes, file size, CPU threads.
+
+It runs as an unprivileged user with no capabilities: as root, bubblewrap's child drops to
+``nobody`` (65534) with ``setpriv``, so a read-only bind cannot be remounted writable; as any other
+user, bubblewrap maps the user to 65534 in a user namespace and drops every capability itself.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from jupyter_client.manager import KernelManager
+
+from .config import CACHE_ENV, DATA_ENV, FAST_ENV, data_root, is_fast
+
+UID = GID = 65534  # "nobody": the user a kernel runs as
+HOME = "/home/student"  # the kernel's private work folder
+SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/etc")  # read-only, where they exist
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one kernel may use. The defaults fit the homework in normal mode with room to spare."""
+
+    memory_gb: float = 8.0  # address space (RLIMIT_AS); importing torch alone reserves about 4 GB
+    processes: int = 512  # processes and threads of the sandbox user (RLIMIT_NPROC)
+    file_mb: int = 512  # the largest file it may write (RLIMIT_FSIZE)
+    disk_mb: int = 1024  # size of each of its tmpfs folders, /home/student and /tmp
+    threads: int = 0  # CPU threads for torch and OpenMP; 0: all of this machine's cores
+
+
+class SandboxError(Exception):
+    """No working sandbox here: the message names what is missing and how to get it."""
+
+
+def _readonly_paths() -> list[Path]:
+    """The host folders the kernel needs to read: Python, its packages, coursekit, the data."""
+    import coursekit
+
+    paths = {Path(sys.base_prefix), Path(sys.prefix), Path(coursekit.__file__).parent, data_root()}
+    paths |= {Path(p) for p in sys.path if p.endswith(("site-packages", "dist-packages"))}
+    paths = {p.resolve() for p in paths if p.exists()}
+    # a folder inside another one already bound needs no bind of its own
+    return sorted(p for p in paths if not any(q != p and q in p.parents for q in paths))
+
+
+def _parents(paths) -> list[Path]:
+    """Every folder above ``paths`` that bubblewrap must create, top first."""
+    out = set()
+    for p in paths:
+        out |= {q for q in p.parents if q != Path("/")}
+    return sorted(out, key=lambda q: len(q.parts))
+
+
+def kernel_environment(limits: Limits, fast: bool | None = None) -> dict:
+    """The kernel's whole environment, made from scratch: nothing of the grader's leaks in."""
+    import coursekit
+
+    threads = str(limits.threads or os.cpu_count() or 1)
+    return {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin", "HOME": HOME,
+            "TMPDIR": "/tmp", "LANG": "C.UTF-8", "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONPATH": str(Path(coursekit.__file__).parent.parent.resolve()),
+            DATA_ENV: str(data_root().resolve()), CACHE_ENV: "/tmp/coursekit-cache",
+            FAST_ENV: "1" if (is_fast() if fast is None else fast) else "0",
+            "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+
+
+def command(argv: list[str], sockets: Path, limits: Limits, env: dict) -> list[str]:
+    """``argv`` (the kernel's command) wrapped in bubblewrap, limits and a drop to the sandbox user.
+
+    sockets: the one host folder the kernel may write (its connection file and Unix sockets), bound
+    at the same path.
+    """
+    readonly = _readonly_paths()
+    cmd = ["bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+           "--unshare-cgroup-try", "--die-with-parent", "--proc", "/proc", "--dev", "/dev"]
+    if os.geteuid() != 0:
+        cmd += ["--unshare-user", "--uid", str(UID), "--gid", str(GID)]
+    for path in SYSTEM:
+        if Path(path).exists():
+            cmd += ["--ro-bind", path, path]
+    size = str(limits.disk_mb * 2**20)
+    cmd += ["--size", size, "--perms", "1777", "--tmpfs", "/tmp"]  # first: folders below it go into it
+    for folder in _parents([*readonly, sockets, Path(HOME)]):  # else bwrap makes them mode 0700
+        if str(folder) not in SYSTEM and str(folder) != "/tmp":
+            cmd += ["--perms", "0755", "--dir", str(folder)]
+    cmd += ["--size", size, "--perms", "0777", "--tmpfs", HOME]
+    for path in readonly:
+        cmd += ["--ro-bind", str(path), str(path)]
+    cmd += ["--bind", str(sockets), str(sockets), "--chdir", HOME, "--clearenv"]
+    for key, value in env.items():
+        cmd += ["--setenv", key, value]
+    cmd += ["--", "prlimit", f"--as={int(limits.memory_gb * 2**30)}", f"--nproc={limits.processes}",
+            f"--fsize={limits.file_mb * 2**20}", "--core=0", "--"]
+    if os.geteuid() == 0:  # root keeps its capabilities inside bwrap: drop them and the uid for good
+        cmd += ["setpriv", f"--reuid={UID}", f"--regid={GID}", "--clear-groups", "--inh-caps=-all",
+                "--bounding-set=-all", "--no-new-privs", "--"]
+    return cmd + list(argv)
+
+
+def problem() -> str | None:
+    """Why no sandbox can run here (None when one can): a missing program, or namespaces refused."""
+    if not sys.platform.startswith("linux"):
+        return (f"the sandbox needs Linux (bubblewrap); this is {sys.platform}: grade inside a Linux "
+                "container (README, 'Grading on macOS or Windows')")
+    needed = ["bwrap", "prlimit"] + (["setpriv"] if os.geteuid() == 0 else [])
+    missing = [p for p in needed if shutil.which(p) is None]
+    if missing:
+        return (f"{', '.join(missing)} not found: install bubblewrap and util-linux "
+                "(Debian/Ubuntu: apt-get install bubblewrap util-linux)")
+    try:
+        with tempfile.TemporaryDirectory(prefix="coursekit-probe-") as folder:
+            probe = command([sys.executable, "-c", "import os; print(os.getuid())"], Path(folder),
+                            Limits(), {"PATH": "/usr/bin:/bin"})
+            done = subprocess.run(probe, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"bubblewrap could not start a sandbox: {error}"
+    if done.returncode != 0 or done.stdout.strip() != str(UID):
+        why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        return (f"bubblewrap could not start a sandbox ({why}); it needs user, network and PID "
+                "namespaces (on some systems: sysctl kernel.unprivileged_userns_clone=1)")
+    return None
+
+
+class SandboxedKernelManager(KernelManager):
+    """A kernel manager that starts its kernel inside the sandbox, talking over Unix sockets.
+
+    Give it ``sockets`` (a new, empty folder), ``limits`` and ``sandbox_env`` before starting.
+    """
+
+    sockets: Path
+    limits: Limits
+    sandbox_env: dict
+
+    def format_kernel_cmd(self, extra_arguments=None) -> list[str]:
+        return command(super().format_kernel_cmd(extra_arguments), self.sockets, self.limits,
+                       self.sandbox_env)
+
+
+def kernel_manager(sockets: Path, limits: Limits, fast: bool | None = None) -> SandboxedKernelManager:
+    """A :class:`SandboxedKernelManager` whose connection file and sockets live in ``sockets``."""
+    sockets.mkdir(mode=0o700, exist_ok=True)
+    if os.geteuid() == 0:
+        os.chown(sockets, UID, GID)  # the kernel, as nobody, creates its sockets there
+    km = SandboxedKernelManager(kernel_name="python3", transport="ipc", ip=str(sockets / "kernel"),
+                                connection_file=str(sockets / "connection.json"))
+    km.sockets, km.limits, km.sandbox_env = sockets, limits, kernel_environment(limits, fast)
+    km.write_connection_file()
+    if os.geteuid() == 0:
+        os.chown(km.connection_file, UID, GID)
+    return km

@@ -1,0 +1,198 @@
+"""The grader's task registry: how each homework task's answer is collected and scored.
+
+Instructor only: this module is left out of the student edition, because the grader computes here
+what the answers are checked against (operation counts, the confusion matrix of the learner's ViT,
+accuracies on the test set read from the raw files).
+
+Each task is one entry of :data:`TASKS`: its title, whether it is graded by hand, the snippet the
+grader runs in the submission's kernel to collect the raw answer (see :mod:`coursekit.collect`),
+and the function that scores that answer with :mod:`coursekit.scorers`; its points live in
+:data:`coursekit.homework.POINTS`. The grader (:mod:`coursekit.grade`) knows no task by name: adding
+a task is one entry here and one in ``POINTS``, plus its cells in the notebook.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from . import homework as hw
+from .bench import count_parameters
+from .config import fast_or
+from .data import get_dataset, split_indices
+from .models import build_model
+from .scorers import (DATASET, credit, patchify_cases, score_attention, score_comparison, score_config,
+                      score_confusion, score_cost, score_data, score_patchify, score_training, vit_problem)
+from .tensordata import TensorLoader, load_split
+from .train import evaluate
+
+
+@dataclass(frozen=True)
+class Task:
+    """One homework task, everything the grader needs about it in one place.
+
+    collect: Python run in the submission's kernel (see :mod:`coursekit.collect`): it sets ``_out``
+        to a dict of plain data, with ``_answer(name, call=None)`` to read a learner's variable and
+        ``_inputs`` holding what ``inputs()`` returned.
+    score: ``(answer, inputs, context: Context) -> {"credit", "feedback"}`` in the grader's process.
+    inputs: ``() -> dict`` of fresh inputs for the kernel (tensors, numbers), or None.
+    fallback: code run in the kernel when the task earns nothing, so that later tasks can still run.
+    """
+
+    title: str
+    points: float
+    collect: str = ""
+    score: Callable | None = None
+    inputs: Callable | None = None
+    manual: bool = False
+    fallback: str = ""
+
+
+@dataclass
+class Context:
+    """What the tasks of one submission share, filled in notebook order by the tasks named."""
+
+    config: dict | None = None  # "config": the learner's ViT settings, if valid
+    models: dict = field(default_factory=dict)  # "training": {"ViT": model, "CNN": model} rebuilt here
+    measured: dict = field(default_factory=dict)  # "training": {name: {"acc", "params", "mflops"}}
+    test: TensorLoader | None = None  # the test split, decoded here from the raw files
+
+
+# --- what answers are checked against, computed here --------------------------------------------------
+
+def test_loader() -> TensorLoader:
+    """The homework's test split (:func:`coursekit.homework.loaders`: all of it, or fast mode's subset),
+    decoded from the raw files: never from a cache a kernel could have written."""
+    test = load_split(DATASET, train=False, cache=False)
+    subset = fast_or(None, hw.FAST_SUBSET)
+    indices = None
+    if subset is not None:
+        _, _, indices = split_indices(get_dataset(DATASET, train=True).targets, test.targets, subset=subset)
+    return TensorLoader(test, indices, batch_size=256)
+
+
+def flops(model, images: torch.Tensor) -> int:
+    """Floating-point operations of one forward pass of ``model`` on ``images``, as torch counts them."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.eval()(images)
+    return counter.get_total_flops()
+
+
+def flop_ratio(config: dict) -> float:
+    """How many times the operations of the ViT ``config`` with 49 patches outnumber those with 16
+    (one forward pass; a training step gives the same ratio). Torch's random state is kept."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        few, many = (flops(build_model("vit", DATASET, **dict(config, patch_size=p)), torch.zeros(1, 1, 28, 28))
+                     for p in hw.COST_PATCH_SIZES)
+    return many / few
+
+
+def measure(models: dict, loader) -> dict:
+    """``{name: {"acc", "params", "mflops"}}`` of each model (mflops: one image's forward pass)."""
+    return {name: {"acc": evaluate(m, loader, "cpu")["acc"], "params": count_parameters(m),
+                   "mflops": flops(m, torch.zeros(1, 1, 28, 28)) / 1e6} for name, m in models.items()}
+
+
+def confusion_of(model, loader) -> torch.Tensor:
+    """Counts [10, 10] of ``model`` on ``loader``: row = true class, column = prediction."""
+    model.eval()
+    with torch.no_grad():
+        pairs = torch.cat([labels * 10 + model(images).argmax(1) for images, labels in loader])
+    return torch.bincount(pairs, minlength=100).reshape(10, 10)
+
+
+def load_models(config, vit_state, cnn_state):
+    """Rebuild the learner's trained models from their weights: ``({"ViT": model, "CNN": model}, errors)``."""
+    models, errors = {}, []
+    for name, kind, state, settings in (("ViT", "vit", vit_state, config), ("CNN", "cnn", cnn_state, {})):
+        try:
+            model = build_model(kind, DATASET, **(settings or {}))
+            model.load_state_dict(state)
+            models[name] = model.eval()
+        except Exception as error:
+            errors.append(f"could not rebuild your {name} from its weights: {type(error).__name__}: "
+                          f"{str(error)[:200]}")
+    return models, errors
+
+
+# --- how each collected answer is scored ---------------------------------------------------------------
+
+def _failed(value) -> str | None:
+    return value if isinstance(value, str) else None  # the collector hands an error over as a string
+
+
+def _grade_data(answer, inputs, context: Context):
+    if _failed(answer["indices"]):
+        return credit(0, [f"examples_per_class: {answer['indices'][:200]}"])
+    return score_data(answer["indices"], load_split(DATASET, train=False, cache=False).targets, inputs["k"])
+
+
+def _grade_config(answer, inputs, context: Context):
+    context.config = None if vit_problem(answer["config"]) else answer["config"]
+    return score_config(answer["config"], answer["n_patches"])
+
+
+def _grade_cost(answer, inputs, context: Context):
+    return score_cost(answer["ratio"], flop_ratio(context.config or hw.FALLBACK_CONFIG))
+
+
+def _grade_training(answer, inputs, context: Context):
+    states = [answer[k] for k in ("vit", "cnn")]
+    models, errors = load_models(context.config or hw.FALLBACK_CONFIG,
+                                 *[s if isinstance(s, dict) else None for s in states])
+    errors = [f"{n}: {s[:200]}" for n, s in zip(("vit", "cnn"), states) if _failed(s)] or errors
+    context.models, context.test = models, test_loader()
+    context.measured = measure(models, context.test)
+    return score_training(context.measured, errors, *hw.training_targets())
+
+
+def _grade_confusion(answer, inputs, context: Context):
+    vit = context.models.get("ViT")
+    if vit is None:
+        return credit(0, ["no trained ViT to check against"])
+    return score_confusion(answer["matrix"], answer["pair"], confusion_of(vit, context.test))
+
+
+def _grade_attention(answer, inputs, context: Context):
+    test = context.test or test_loader()
+    return score_attention(answer["index"], answer["attention"], context.models.get("ViT"), test.dataset)
+
+
+TASKS: dict[str, Task] = {
+    "data": Task(
+        "Examples of each class", hw.POINTS["data"], inputs=lambda: {"k": hw.DATA_K}, score=_grade_data,
+        collect='from coursekit.data import get_dataset\n'
+                '_out = {"indices": _answer("examples_per_class", '
+                'lambda f: f(get_dataset("fashion_mnist", train=False), _inputs["k"]))}'),
+    "patchify": Task(
+        "patchify: image -> sequence of patches", hw.POINTS["patchify"],
+        inputs=lambda: {"cases": patchify_cases(secrets.randbelow(1 << 30))},
+        score=lambda answer, inputs, context: score_patchify(inputs["cases"], answer["outputs"]),
+        collect='_out = {"outputs": [_answer("patchify", lambda f: f(x.clone(), p)) for x, p in _inputs["cases"]]}'),
+    "config": Task(
+        "A valid ViT configuration", hw.POINTS["config"], score=_grade_config,
+        collect='_out = {"config": _answer("vit_config"), "n_patches": _answer("n_patches")}',
+        fallback=f"vit_config = {hw.FALLBACK_CONFIG!r}"),
+    "cost": Task(
+        "What 49 patches would cost", hw.POINTS["cost"], score=_grade_cost,
+        collect='_out = {"ratio": _answer("cost_ratio")}'),
+    "training": Task(
+        "Train the ViT and the CNN", hw.POINTS["training"], score=_grade_training,
+        collect='_out = {"vit": _answer("vit", lambda m: m.state_dict()), '
+                '"cnn": _answer("cnn", lambda m: m.state_dict())}'),
+    "comparison": Task(
+        "Comparison table", hw.POINTS["comparison"], collect='_out = {"rows": _answer("results")}',
+        score=lambda answer, inputs, context: score_comparison(answer["rows"], context.measured)),
+    "confusion": Task(
+        "Which classes the ViT confuses", hw.POINTS["confusion"], score=_grade_confusion,
+        collect='_out = {"matrix": _answer("confusion"), "pair": _answer("most_confused")}'),
+    "attention": Task(
+        "Attention of a misclassified image", hw.POINTS["attention"], score=_grade_attention,
+        collect='_out = {"index": _answer("miss_index"), "attention": _answer("miss_attention")}'),
+    "reflection": Task("Written reflection", hw.POINTS["reflection"], manual=True),
+}

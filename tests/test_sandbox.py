@@ -1,0 +1,171 @@
+"""Hostile submissions graded in a folder, with the sandbox on: each attack of issue #18 changes nothing.
+
+One submission (mallory) tries, from its kernel: to rewrite the installed grader's modules, to
+leave processes behind that rewrite the grades, to fill /tmp, to reach the network, to read the
+grader's environment, the instructor's files and the other submissions and echo them through its
+feedback, to poison the decoded-data cache, and to look at other processes. Two honest submissions
+are graded beside it, two at a time; afterwards nothing outside mallory's sandbox has changed.
+"""
+
+import csv
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from coursekit import sandbox
+from coursekit.config import cache_dir
+from test_grade import SOLUTION, first_tasks, needs_data, needs_sandbox, write
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "s3cret-of-the-instructor"
+ATTACK = r'''
+import os, socket, subprocess, sys, pathlib
+loot = []
+for target in ("{package}/scorers.py", "{package}/maps.py", "{csv}", "{cache}/poison.pt"):
+    try:
+        with open(target, "a") as f:
+            f.write("\nraise SystemExit('pwned')\n")
+        loot.append("wrote " + target)
+    except OSError as e:
+        loot.append(type(e).__name__)
+for target in ("{solution}", "{other}", "/root/.bash_history", "/proc/1/environ"):
+    try:
+        loot.append(open(target).read()[:80])
+    except OSError as e:
+        loot.append(type(e).__name__)
+loot.append(os.environ.get("COURSEKIT_TEST_SECRET", "no secret"))
+loot.append(str(len([p for p in os.listdir("/proc") if p.isdigit()])) + " pids")
+try:
+    socket.create_connection(("127.0.0.1", {port}), timeout=2).sendall(b"hello")
+    loot.append("connected")
+except OSError as e:
+    loot.append(type(e).__name__)
+try:
+    with open("/tmp/coursekit-attack-file", "wb") as f:
+        f.write(b"0" * 2**27)
+except OSError as e:
+    loot.append(type(e).__name__)
+rewrite = "import time\nwhile True:\n    try:\n        open({csv!r}, 'w').write('notebook,score\\nmallory,14\\n')\n    except OSError:\n        pass\n    time.sleep(0.2)"
+subprocess.Popen([sys.executable, "-c", rewrite], start_new_session=True,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+subprocess.Popen(["sleep", "600"], start_new_session=True)
+loot_text = " | ".join(loot)
+print(loot_text)
+'''
+
+
+def digest(folder: Path, pattern: str = "*") -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob(pattern)) if p.is_file()}
+
+
+def sandbox_processes() -> list[str]:
+    """Processes that run as the sandbox's user, on the whole machine."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        if any(line.split()[1:2] == [str(sandbox.UID)] for line in text.splitlines() if line.startswith("Uid:")):
+            found.append(text.splitlines()[0])
+    return found
+
+
+@pytest.fixture
+def listener():
+    """A TCP server on the host's loopback that records every connection made to it."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.5)
+    connections, stop = [], threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                connections.append(server.accept())
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], connections
+    stop.set()
+    thread.join()
+    server.close()
+
+
+@needs_data
+@needs_sandbox
+def test_a_hostile_submission_changes_nothing_outside_its_sandbox(tmp_path, listener):
+    port, connections = listener
+    folder, out = tmp_path / "submissions", tmp_path / "grades"
+    folder.mkdir()
+    out.mkdir()
+    csv_path, json_path = out / "grades.csv", out / "grades.json"
+    write(first_tasks(), folder, "alice.ipynb")
+    write(first_tasks(), folder, "bob.ipynb")
+    package = Path(sandbox.__file__).parent
+    attack = ATTACK.format(package=package, csv=csv_path, cache=cache_dir(), solution=SOLUTION,
+                           other=folder / "alice.ipynb", port=port)
+    mallory = first_tasks(config=f"vit_config = dict(patch_size=7)\n{attack}\nn_patches = loot_text")
+    write(mallory, folder, "mallory.ipynb")
+    before = {"package": digest(package, "*.py"), "cache": digest(cache_dir()) if cache_dir().exists() else {},
+              "others": digest(folder, "[ab]*.ipynb")}
+    env = dict(os.environ, COURSEKIT_TEST_SECRET=SECRET)
+    command = [sys.executable, "-m", "coursekit.grade", str(folder), "--workers", "2", "--timeout", "120",
+               "--csv", str(csv_path), "--json", str(json_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT, env=env)
+    assert done.returncode == 0, done.stderr
+    assert digest(package, "*.py") == before["package"], "the grader's code was changed"
+    assert (digest(cache_dir()) if cache_dir().exists() else {}) == before["cache"], "the data cache was changed"
+    assert digest(folder, "[ab]*.ipynb") == before["others"]
+    assert sandbox_processes() == [], "a process of the sandbox outlived its kernel"
+    assert not Path("/tmp/coursekit-attack-file").exists()
+    assert connections == [], "the kernel reached the host's network"
+    rows = {Path(r["notebook"]).stem: r for r in csv.DictReader(csv_path.open())}
+    assert set(rows) == {"alice", "bob", "mallory"}
+    for honest in ("alice", "bob"):
+        assert (rows[honest]["data"], rows[honest]["patchify"], rows[honest]["config"]) == ("1", "2", "1"), rows[honest]
+    everything = csv_path.read_text() + json_path.read_text() + done.stdout
+    assert SECRET not in everything and "pwned" not in everything
+    config = next(t for t in json.loads(json_path.read_text()) if "mallory" in t["notebook"])["tasks"][2]
+    assert "n_patches='PermissionError | Permission" in config["feedback"]  # what it saw, cut short
+    assert len(config["feedback"]) < 200
+
+
+@needs_data
+@needs_sandbox
+def test_grading_two_at_a_time_gives_the_reports_of_grading_one_at_a_time(tmp_path):
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    write(first_tasks(), folder, "alice.ipynb")
+    write(first_tasks(patchify="def patchify(images, patch_size):\n    return images.flatten(2)"), folder, "bob.ipynb")
+    write(first_tasks(data="def examples_per_class(dataset, k):\n    return None"), folder, "carol.ipynb")
+    points = {}
+    for workers in (1, 2):
+        report = tmp_path / f"workers-{workers}.json"
+        command = [sys.executable, "-m", "coursekit.grade", str(folder), "--workers", str(workers), "--timeout", "120",
+                   "--csv", str(tmp_path / f"workers-{workers}.csv"), "--json", str(report)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
+        assert done.returncode == 0, done.stderr
+        points[workers] = {(Path(r["notebook"]).stem, t["task"]): (t["points"], t["feedback"])
+                           for r in json.loads(report.read_text()) for t in r["tasks"]}
+    assert points[1] == points[2]
+    assert points[1][("bob", "patchify")][0] == 0 and points[1][("alice", "patchify")][0] == 2
+
+
+def test_without_a_sandbox_the_grader_refuses_and_names_the_way_out(tmp_path, monkeypatch):
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    assert "bwrap, prlimit" in sandbox.problem() and "apt-get install bubblewrap" in sandbox.problem()
+    from coursekit import grade
+
+    path = write(nbformat.v4.new_notebook(), tmp_path)
+    monkeypatch.setattr(sys, "argv", ["grade"])
+    assert grade.main([str(path)]) == 2
