@@ -161,12 +161,17 @@ def build(out: Path, root: Path = ROOT) -> Path:
         make_source(edition, src, repository_url(root))
         if out.exists():
             shutil.rmtree(out)
-        command = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", "-c", str(DOCS),
-                   "-d", str(Path(tmp) / "doctrees"), str(src), str(out)]
-        result = subprocess.run(command)
-        if result.returncode:
-            raise SiteError(f"sphinx-build failed (exit {result.returncode}); its warnings are above")
+        sphinx(src, out, Path(tmp) / "doctrees")
     return out
+
+
+def sphinx(src: Path, out: Path, doctrees: Path) -> None:
+    """``sphinx-build`` with docs/conf.py, warnings as errors (all of them reported, then it fails)."""
+    command = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", "-c", str(DOCS),
+               "-d", str(doctrees), str(src), str(out)]
+    result = subprocess.run(command)
+    if result.returncode:
+        raise SiteError(f"sphinx-build failed (exit {result.returncode}); its warnings are above")
 
 
 def main(argv=None) -> int:
