@@ -157,6 +157,19 @@ def test_every_notebook_is_a_page_in_course_order(site):
     assert executed.count('src="../_images/') >= 8  # its figures and plots, as files of the site
 
 
+def test_every_internal_link_resolves(site):
+    broken, checked = [], 0
+    for path in pages(site):
+        for target in re.findall(r'(?:href|src)="([^"]+)"', path.read_text()):
+            if re.match(r"^(?:[a-z]+:|#|//)", target):
+                continue
+            file = target.split("#")[0].split("?")[0]
+            checked += 1
+            if file and not (path.parent / file).exists():
+                broken.append(f"{path.relative_to(site)}: {target}")
+    assert checked > 100 and broken == []
+
+
 def test_the_site_holds_no_answer(site):
     files = [p for p in site.rglob("*") if p.is_file() and p.suffix in {".html", ".js", ".txt", ".ipynb", ".md"}]
     assert any(p.suffix == ".ipynb" for p in files)  # the notebooks offered for download are searched too
