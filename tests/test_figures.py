@@ -88,3 +88,17 @@ def test_embed_moves_each_figure_into_a_cell_of_its_own(tmp_path):
     missing = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("![b](../imgs/b.png)")])
     with pytest.raises(FileNotFoundError, match="draw_figures.py"):
         draw.embed(missing, tmp_path)
+
+
+def test_the_html_export_shows_each_figure_from_the_notebook_itself():
+    """``jupyter nbconvert --to html`` keeps each figure as a data: URI, so the page needs no imgs/ folder."""
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(ROOT / "notebooks" / "01_attention.ipynb", as_version=4)
+    figures = [re.match(r"!\[([^\]]*)\]", c.source).group(1) for c in nb.cells
+               if c.metadata.get("coursekit", {}).get("figure")]
+    assert len(figures) == 4
+    page, _ = HTMLExporter().from_notebook_node(nb)
+    for alt in figures:
+        assert re.search(rf'<img[^>]*alt="{re.escape(alt)}"[^>]*src="data:image/png;base64,', page), alt
+    assert "imgs/" not in page
