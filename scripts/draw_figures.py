@@ -12,8 +12,8 @@ imgs/vit_pipeline.png                  image -> patches -> tokens (+ class token
 Nothing is downloaded or copied: the digit in the ViT figure is drawn here with line strokes.
 
 Figures travel inside the notebooks, so they show wherever a notebook is opened without the folder
-around it (Colab from a badge, GitHub, JupyterLab, `jupyter nbconvert --to html`, the course's web
-site): each one is a markdown cell of its own that holds only the image, as a `data:` URI, with the
+around it (Colab from a badge, JupyterLab, `jupyter nbconvert --to html`, the course's web site):
+each one is a markdown cell of its own that holds only the image, as a `data:` URI, with the
 metadata `{"coursekit": {"figure": "imgs/NAME.png"}}`. A data URI, not a cell attachment: Colab and
 MyST-NB (the site) do not show attachments. Embedding turns every `![alt](../imgs/NAME.png)` in a
 markdown cell into such a cell (the text around it stays in cells of its own) and refreshes the
