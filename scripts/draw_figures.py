@@ -1,4 +1,8 @@
-"""Draw every figure in imgs/ with matplotlib: run `python scripts/draw_figures.py`.
+"""Draw every figure in imgs/ with matplotlib and embed it in the notebooks that show it.
+
+    python scripts/draw_figures.py           # draw imgs/*.png, then embed them in the notebooks
+    python scripts/draw_figures.py --embed   # only embed the committed imgs/*.png (no drawing)
+    python scripts/draw_figures.py --check   # exit 1 if a notebook's figure is missing or out of date
 
 imgs/scaled_dot_product_attention.png  the formula as matrices: Q K^T -> scores -> weights -> output
 imgs/multi_head_attention.png          projections, split into heads, attention per head, concat
@@ -6,11 +10,25 @@ imgs/encoder_block.png                 a pre-norm transformer encoder block (as 
 imgs/vit_pipeline.png                  image -> patches -> tokens (+ class token, + positions) -> class
 
 Nothing is downloaded or copied: the digit in the ViT figure is drawn here with line strokes.
+
+Figures travel inside the notebooks, so they show wherever a notebook is opened without the folder
+around it (Colab from a badge, JupyterLab, `jupyter nbconvert --to html`, the course's web site):
+each one is a markdown cell of its own that holds only the image, as a `data:` URI, with the
+metadata `{"coursekit": {"figure": "imgs/NAME.png"}}`. A data URI, not a cell attachment: Colab and
+MyST-NB (the site) do not show attachments. Embedding turns every `![alt](../imgs/NAME.png)` in a
+markdown cell into such a cell (the text around it stays in cells of its own) and refreshes the
+figure cells from imgs/; a test checks that no notebook refers to an image by a relative path.
 """
 
 from __future__ import annotations
 
+import base64
+import re
+import sys
+import uuid
 from pathlib import Path
+
+import nbformat
 
 import matplotlib
 
@@ -19,7 +37,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle  # noqa: E402
 
-OUT = Path(__file__).resolve().parents[1] / "imgs"
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "imgs"
 DPI = 100
 HEAD_COLORS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52"]
 BOX = "#EEF2F7"
@@ -219,8 +238,102 @@ def vit_pipeline():
     save(fig, "vit_pipeline.png")
 
 
+# -- the figures inside the notebooks ------------------------------------------------------------
+RELATIVE_FIGURE = re.compile(r"!\[([^\]]*)\]\(\.\./imgs/([\w.-]+\.png)\)")
+FIGURE_CELL = re.compile(r"!\[([^\]]*)\]\(data:image/png;base64,[A-Za-z0-9+/=]*\)")
+
+
+def data_uri(name: str, folder: Path = OUT) -> str:
+    """``data:image/png;base64,...`` of ``folder/name``."""
+    path = folder / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such figure; draw it with python scripts/draw_figures.py")
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def figure_cell(alt: str, name: str, folder: Path = OUT) -> nbformat.NotebookNode:
+    """A markdown cell that shows ``imgs/name`` and nothing else."""
+    cell = nbformat.v4.new_markdown_cell(f"![{alt}]({data_uri(name, folder)})",
+                                         metadata={"coursekit": {"figure": f"imgs/{name}"}})
+    cell.id = uuid.uuid4().hex[:8]
+    return cell
+
+
+def embed(nb: nbformat.NotebookNode, folder: Path = OUT) -> nbformat.NotebookNode:
+    """``nb`` with every relative figure moved into a figure cell and every figure cell refreshed."""
+    cells = []
+    for cell in nb.cells:
+        name = cell.metadata.get("coursekit", {}).get("figure", "") if cell.cell_type == "markdown" else ""
+        if name:  # a figure cell: its picture again from imgs/, its alt text kept
+            match = FIGURE_CELL.fullmatch(cell.source.strip())
+            if not match:
+                raise ValueError(f"a cell marked as figure {name} holds more than its image: "
+                                 "move the text into a cell of its own")
+            cell.source = f"![{match.group(1)}]({data_uri(Path(name).name, folder)})"
+            cells.append(cell)
+            continue
+        if cell.cell_type != "markdown" or not RELATIVE_FIGURE.search(cell.source):
+            cells.append(cell)
+            continue
+        rest, first = cell.source, True
+        for match in list(RELATIVE_FIGURE.finditer(cell.source)):
+            before, rest = rest.split(match.group(0), 1)
+            if before.strip():
+                if first:  # the text before the first figure keeps the cell (and its id)
+                    cell.source = before.strip("\n")
+                    cells.append(cell)
+                else:
+                    cells.append(_text_cell(before))
+            first = first and not before.strip()
+            cells.append(figure_cell(match.group(1), match.group(2), folder))
+        if rest.strip():
+            cells.append(_text_cell(rest))
+    nb.cells = cells
+    return nb
+
+
+def _text_cell(text: str) -> nbformat.NotebookNode:
+    cell = nbformat.v4.new_markdown_cell(text.strip("\n"))
+    cell.id = uuid.uuid4().hex[:8]
+    return cell
+
+
+def notebooks(root: Path = ROOT) -> list[Path]:
+    """Every notebook of the course, the solutions included."""
+    return sorted((root / "notebooks").rglob("*.ipynb"))
+
+
+def stale_notebooks(root: Path = ROOT) -> list[Path]:
+    """The notebooks that :func:`embed` would change."""
+    stale = []
+    for path in notebooks(root):
+        text = path.read_text()
+        if nbformat.writes(embed(nbformat.reads(text, as_version=4), root / "imgs")) + "\n" != text:
+            stale.append(path)
+    return stale
+
+
+def embed_all(root: Path = ROOT) -> None:
+    for path in stale_notebooks(root):
+        nb = embed(nbformat.read(path, as_version=4), root / "imgs")
+        path.write_text(nbformat.writes(nb) + "\n")
+        print(f"embedded the figures of {path.relative_to(root)}")
+
+
+def main(argv: list[str]) -> int:
+    if "--check" in argv:
+        stale = stale_notebooks()
+        for path in stale:
+            print(f"out of date: {path.relative_to(ROOT)} (run python scripts/draw_figures.py --embed)")
+        return 1 if stale else 0
+    if "--embed" not in argv:
+        scaled_dot_product_attention()
+        multi_head_attention()
+        encoder_block()
+        vit_pipeline()
+    embed_all()
+    return 0
+
+
 if __name__ == "__main__":
-    scaled_dot_product_attention()
-    multi_head_attention()
-    encoder_block()
-    vit_pipeline()
+    sys.exit(main(sys.argv[1:]))
