@@ -15,6 +15,7 @@ PINS=.ci/colab-pins.txt
 STACK=(pip torch torchvision numpy matplotlib tqdm einops safetensors pillow packaging
        ipython ipykernel jupyter_client ipywidgets nbclient nbformat pytest)
 VENV="${COURSEKIT_COLAB_VENV:-$HOME/.cache/coursekit/colab-py313}"
+export PYDEVD_DISABLE_FILE_VALIDATION=1  # Colab's debugpy on Python 3.13 warns about frozen modules
 step() { echo "[colab lane] $*"; }
 clock() { date +%s; }
 
@@ -68,6 +69,18 @@ step "test tools and the setup cell's install: $(( $(clock) - t0 )) s"
 # 4. Every notebook in fast mode (pyproject's nbval options; the kernel is this environment's Python),
 #    then the explorer's display test on Colab's ipywidgets 7.7.1, which is installed here.
 t0=$(clock)
+"$PY" - <<'EOF'
+import sys
+import nbformat
+from nbclient import NotebookClient
+code = "import sys, torch, IPython, ipywidgets; print(sys.executable, torch.__version__, IPython.__version__, ipywidgets.__version__)"
+nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+words = nb.cells[0].outputs[0]["text"].split()
+print("[colab lane] the kernel: {} torch {} IPython {} ipywidgets {}".format(*words))
+if words[0] != sys.executable:
+    sys.exit(f"[colab lane] the kernel runs {words[0]}, not this environment's {sys.executable}")
+EOF
 "$PY" -m pytest -q notebooks
 step "notebooks executed in fast mode: $(( $(clock) - t0 )) s"
 t0=$(clock)
