@@ -106,13 +106,15 @@ def test_the_report_check_catches_an_install_that_replaces_colabs_torch():
 
 
 def wheels_folder():
-    """Where .ci/run downloads the vit-pytorch wheel that the setup cell would install."""
+    """Where .ci/run downloads the wheels of what the setup cell's install needs from an index: the
+    vit-pytorch it installs and the build backend of coursekit (setuptools)."""
     folder = Path(os.environ.get("COURSEKIT_WHEELS", Path.home() / ".cache" / "coursekit" / "wheels"))
-    if not list(folder.glob("vit_pytorch-*.whl")):
-        if os.environ.get("COURSEKIT_WHEELS"):  # CI (.ci/run) promised it: a failure
-            pytest.fail(f"COURSEKIT_WHEELS={folder} holds no vit-pytorch wheel")
-        pytest.skip(f"no vit-pytorch wheel in {folder}: .ci/run downloads it there (pip download "
-                    "--no-deps -d FOLDER 'vit-pytorch>=1.26.11,<1.27')")
+    missing = [name for name in ("vit_pytorch", "setuptools") if not list(folder.glob(f"{name}-*.whl"))]
+    if missing:
+        if os.environ.get("COURSEKIT_WHEELS"):  # CI (.ci/run) promised them: a failure
+            pytest.fail(f"COURSEKIT_WHEELS={folder} holds no wheel of {missing}")
+        pytest.skip(f"no wheel of {missing} in {folder}: .ci/run downloads them there (pip download "
+                    "--no-deps -d FOLDER 'vit-pytorch>=1.26.11,<1.27' 'setuptools>=68')")
     return folder
 
 
@@ -123,7 +125,7 @@ def test_a_dry_run_of_the_setup_cell_install_touches_no_colab_package(tmp_path):
     report = tmp_path / "report.json"
     command = [sys.executable, "-m", "pip", "install", "--dry-run", "--report", str(report),
                "--ignore-installed", "--no-index", "--find-links", str(wheels_folder()),
-               "--no-build-isolation", "-c", str(colab_stack.PINS), *args]
+               "-c", str(colab_stack.PINS), *args]
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     report = json.loads(report.read_text())
