@@ -10,9 +10,18 @@ One module per idea:
 - ``coursekit.bench``     parameter counts, inference time, markdown tables
 - ``coursekit.attention`` attention written from the formula
 - ``coursekit.viz``       attention maps, rollout and the attention explorer
-- ``coursekit.homework``  the homework's tasks and the checks that score them
-- ``coursekit.grade``     the homework grader: ``python -m coursekit.grade``
+- ``coursekit.homework``  the homework's data, points and the checks its notebook calls
+- ``coursekit.scorers``   how a homework answer is scored (checks only: none computes an answer)
 - ``coursekit.reproduce`` the results table of notebook 05: ``python -m coursekit.reproduce``
+
+The instructor's grader (not in the student edition):
+
+- ``coursekit.grade``     one submission: ``python -m coursekit.grade``
+- ``coursekit.batch``     a folder of them, N at a time; reports merged into one CSV
+- ``coursekit.sandbox``   the bubblewrap sandbox every submission's kernel runs in
+- ``coursekit.collect``   what the grader runs in a kernel to collect an answer
+- ``coursekit.tasks``     the task registry, and what answers are checked against
+- ``coursekit.release``   the student edition: ``python -m coursekit.release``
 """
 
 __version__ = "0.1.0"

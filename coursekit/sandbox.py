@@ -28,7 +28,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from jupyter_client.manager import KernelManager
+from jupyter_client.manager import AsyncKernelManager
 
 from .config import CACHE_ENV, DATA_ENV, FAST_ENV, data_root, is_fast
 
@@ -141,7 +141,7 @@ def problem() -> str | None:
     return None
 
 
-class SandboxedKernelManager(KernelManager):
+class SandboxedKernelManager(AsyncKernelManager):
     """A kernel manager that starts its kernel inside the sandbox, talking over Unix sockets.
 
     Give it ``sockets`` (a new, empty folder), ``limits`` and ``sandbox_env`` before starting.
@@ -164,6 +164,8 @@ def kernel_manager(sockets: Path, limits: Limits, fast: bool | None = None) -> S
     km = SandboxedKernelManager(kernel_name="python3", transport="ipc", ip=str(sockets / "kernel"),
                                 connection_file=str(sockets / "connection.json"))
     km.sockets, km.limits, km.sandbox_env = sockets, limits, kernel_environment(limits, fast)
+    # a signal to the process group would stop bubblewrap itself: interrupt by a message instead
+    km.kernel_spec.interrupt_mode = "message"
     km.write_connection_file()
     if os.geteuid() == 0:
         os.chown(km.connection_file, UID, GID)

@@ -60,8 +60,9 @@ def write(nb, folder, name="submission.ipynb"):
     return path
 
 
-needs_sandbox = pytest.mark.skipif(sandbox.problem() is not None and not os.environ.get("CI"),
-                                   reason=f"no sandbox here: {sandbox.problem()}")
+NO_SANDBOX = sandbox.problem()  # in CI, where .ci/run installs bubblewrap, a missing sandbox fails the tests
+needs_sandbox = pytest.mark.skipif(NO_SANDBOX is not None and not os.environ.get("CI"),
+                                   reason=f"no sandbox here: {NO_SANDBOX}")
 
 
 @contextlib.contextmanager
@@ -139,7 +140,7 @@ full = lambda task: {"task": task, "points": 2, "max": 2, "feedback": "perfect"}
 for name in dir(homework):
     if name.startswith(("score_", "check_")):
         setattr(homework, name, lambda *a, _n=name, **k: full(_n.split("_", 1)[1]))
-homework.TASKS = {t: (t, 0, True) for t in homework.TASKS}
+homework.POINTS.update({t: 0 for t in homework.POINTS})
 homework.RESULTS.update({t: full(t) for t in ("data", "patchify", "config")})
 import torch
 homework.reference_patchify = lambda images, p: torch.zeros(1)
