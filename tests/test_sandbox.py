@@ -136,8 +136,8 @@ def test_a_hostile_submission_changes_nothing_outside_its_sandbox(tmp_path, list
     everything = csv_path.read_text() + json_path.read_text() + done.stdout
     assert SECRET not in everything and "pwned" not in everything
     config = next(t for t in json.loads(json_path.read_text()) if "mallory" in t["notebook"])["tasks"][2]
-    assert "n_patches='PermissionError | Permission" in config["feedback"]  # what it saw, cut short
-    assert len(config["feedback"]) < 200
+    assert "n_patches='PermissionError | Permission..." in config["feedback"]  # what it saw, cut short
+    assert "pids" not in config["feedback"] and "no secret" not in config["feedback"]
 
 
 @needs_data
@@ -167,5 +167,4 @@ def test_without_a_sandbox_the_grader_refuses_and_names_the_way_out(tmp_path, mo
     from coursekit import grade
 
     path = write(nbformat.v4.new_notebook(), tmp_path)
-    monkeypatch.setattr(sys, "argv", ["grade"])
     assert grade.main([str(path)]) == 2
