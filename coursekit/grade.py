@@ -247,6 +247,9 @@ def _grade_task(name: str, tasks: dict, failure: str | None, runner: _Runner, co
     else:
         try:
             outcome = _collect_and_score(task, runner, context)
+        except (TypeError, ValueError, IndexError, KeyError, OverflowError, RuntimeError) as error:
+            outcome = credit(0, [f"your answer has an unexpected form ({type(error).__name__}: "
+                                 f"{show(str(error), 120)})"])
         except Exception as error:  # a bug or missing data on the grader's side: say so, go on
             outcome = credit(0, [f"grader error: {type(error).__name__}: {show(str(error), 200)}"])
     if task.fallback and outcome["credit"] == 0:  # later tasks still get what they need
@@ -260,7 +263,7 @@ def _grade_task(name: str, tasks: dict, failure: str | None, runner: _Runner, co
 def _read_answer(path: Path):
     """The answer file the kernel wrote: a plain file (no link), of bounded size, plain data only."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block us
     except FileNotFoundError:
         return None
     with os.fdopen(fd, "rb") as file:
@@ -284,7 +287,10 @@ def _collect_and_score(task: Task, runner: _Runner, context: Context) -> dict:
         return credit(0, [f"could not read your answer: it is not plain data ({type(error).__name__})"])
     finally:
         for leftover in (inputs_path, out_path):
-            leftover.unlink(missing_ok=True)
+            try:
+                leftover.unlink(missing_ok=True)
+            except OSError:  # the kernel put something else there; its folder goes with the kernel
+                pass
     if answer is None:
         return credit(0, [f"could not read your answer: {why or 'no answer was handed over'}"])
     return task.score(answer, inputs, context)
@@ -300,6 +306,7 @@ def format_report(report: dict) -> str:
     for t in report["tasks"]:
         pts = "pending" if t["points"] is None else f"{t['points']:g}"
         rows.append(f"{t['task']:<11} {pts:>6} {t['max']:>4}  {t['feedback']}")
+    rows = ["".join(ch if ch.isprintable() else "?" for ch in row) for row in rows]  # no terminal escapes
     rows.append(f"score: {report['score']:g}/{report['max_score']} "
                 f"(+ {report['pending']} points pending manual grading)")
     return "\n".join(rows)

@@ -42,7 +42,7 @@ HOMEWORK = "04_fashion_mnist_homework.ipynb"
 COPIED = ["README.md", "requirements.txt", "pyproject.toml", "conftest.py", ".gitignore",
           "coursekit/*.py", "notebooks/*.ipynb", "imgs/*", "benchmarks/*.py", "benchmarks/results/*"]
 LEFT_OUT = ["coursekit/release.py", "coursekit/grade.py", "coursekit/batch.py", "coursekit/collect.py",
-            "coursekit/sandbox.py", "coursekit/tasks.py", "notebooks/solutions/*", "benchmarks/homework_recipes*",
+            "coursekit/sandbox.py", "coursekit/tasks.py", "benchmarks/grade_workers.py", "notebooks/solutions/*", "benchmarks/homework_recipes*",
             "benchmarks/results/homework_recipes_*"]
 MARKDOWN_ANSWER = re.compile(r"<!-- BEGIN SOLUTION -->.*?<!-- END SOLUTION -->", re.S)
 INSTRUCTOR_ONLY = re.compile(r"\n?<!-- INSTRUCTOR ONLY -->.*?<!-- END INSTRUCTOR ONLY -->\n?", re.S)

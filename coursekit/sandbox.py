@@ -34,6 +34,7 @@ from .config import CACHE_ENV, DATA_ENV, FAST_ENV, data_root, is_fast
 
 UID = GID = 65534  # "nobody": the user a kernel runs as
 HOME = "/home/student"  # the kernel's private work folder
+GRADER_ONLY = ("grade.py", "batch.py", "collect.py", "sandbox.py", "tasks.py", "release.py")  # not for kernels
 SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/etc")  # read-only, where they exist
 
 
@@ -90,6 +91,8 @@ def command(argv: list[str], sockets: Path, limits: Limits, env: dict) -> list[s
     sockets: the one host folder the kernel may write (its connection file and Unix sockets), bound
     at the same path.
     """
+    import coursekit
+
     readonly = _readonly_paths()
     cmd = ["bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
            "--unshare-cgroup-try", "--die-with-parent", "--proc", "/proc", "--dev", "/dev"]
@@ -106,6 +109,10 @@ def command(argv: list[str], sockets: Path, limits: Limits, env: dict) -> list[s
     cmd += ["--size", size, "--perms", "0777", "--tmpfs", HOME]
     for path in readonly:
         cmd += ["--ro-bind", str(path), str(path)]
+    package = Path(coursekit.__file__).parent.resolve()
+    for module in GRADER_ONLY:  # the grader's own modules read as empty files: nothing to import
+        if (package / module).exists():
+            cmd += ["--ro-bind", "/dev/null", str(package / module)]
     cmd += ["--bind", str(sockets), str(sockets), "--chdir", HOME, "--clearenv"]
     for key, value in env.items():
         cmd += ["--setenv", key, value]

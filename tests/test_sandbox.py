@@ -21,6 +21,7 @@ import nbformat
 import pytest
 
 from coursekit import sandbox
+from coursekit.scorers import show
 from coursekit.config import cache_dir
 from test_grade import SOLUTION, first_tasks, needs_data, needs_sandbox, write
 
@@ -29,6 +30,11 @@ SECRET = "s3cret-of-the-instructor"
 ATTACK = r'''
 import os, socket, subprocess, sys, pathlib
 loot = []
+try:
+    from coursekit.tasks import flop_ratio  # the grader's registry computes the answers
+    loot.append("imported the registry")
+except ImportError as e:
+    loot.append(type(e).__name__)
 for target in ("{package}/scorers.py", "{package}/maps.py", "{csv}", "{cache}/poison.pt"):
     try:
         with open(target, "a") as f:
@@ -136,7 +142,8 @@ def test_a_hostile_submission_changes_nothing_outside_its_sandbox(tmp_path, list
     everything = csv_path.read_text() + json_path.read_text() + done.stdout
     assert SECRET not in everything and "pwned" not in everything
     config = next(t for t in json.loads(json_path.read_text()) if "mallory" in t["notebook"])["tasks"][2]
-    assert "n_patches='PermissionError | PermissionError | ..." in config["feedback"]  # what it saw, cut short
+    seen = show("ImportError | PermissionError | PermissionError | PermissionError")  # what it saw, cut short
+    assert f"n_patches={seen}" in config["feedback"]
     assert "pids" not in config["feedback"] and "no secret" not in config["feedback"]
 
 
