@@ -142,7 +142,7 @@ def test_a_hostile_submission_changes_nothing_outside_its_sandbox(tmp_path, list
     everything = csv_path.read_text() + json_path.read_text() + done.stdout
     assert SECRET not in everything and "pwned" not in everything
     config = next(t for t in json.loads(json_path.read_text()) if "mallory" in t["notebook"])["tasks"][2]
-    seen = show("ImportError | PermissionError | PermissionError | PermissionError")  # what it saw, cut short
+    seen = show("ModuleNotFoundError | PermissionError | PermissionError")  # what it saw, cut short
     assert f"n_patches={seen}" in config["feedback"]
     assert "pids" not in config["feedback"] and "no secret" not in config["feedback"]
 
