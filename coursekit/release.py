@@ -35,15 +35,15 @@ from pathlib import Path
 import nbformat
 
 from .homework import ANSWER_PLACEHOLDER
+from .sandbox import GRADER_ONLY
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = ROOT / "notebooks" / "solutions"
 HOMEWORK = "04_fashion_mnist_homework.ipynb"
 COPIED = ["README.md", "requirements.txt", "pyproject.toml", "conftest.py", ".gitignore",
           "coursekit/*.py", "notebooks/*.ipynb", "imgs/*", "benchmarks/*.py", "benchmarks/results/*"]
-LEFT_OUT = ["coursekit/release.py", "coursekit/grade.py", "coursekit/batch.py", "coursekit/collect.py",
-            "coursekit/sandbox.py", "coursekit/tasks.py", "benchmarks/grade_workers.py", "notebooks/solutions/*", "benchmarks/homework_recipes*",
-            "benchmarks/results/homework_recipes_*"]
+LEFT_OUT = [*(f"coursekit/{module}" for module in GRADER_ONLY), "benchmarks/grade_workers.py",
+            "notebooks/solutions/*", "benchmarks/homework_recipes*", "benchmarks/results/homework_recipes_*"]
 MARKDOWN_ANSWER = re.compile(r"<!-- BEGIN SOLUTION -->.*?<!-- END SOLUTION -->", re.S)
 INSTRUCTOR_ONLY = re.compile(r"\n?<!-- INSTRUCTOR ONLY -->.*?<!-- END INSTRUCTOR ONLY -->\n?", re.S)
 

@@ -212,16 +212,20 @@ def test_a_new_task_is_one_registry_entry_graded_end_to_end(tmp_path):
     assert bad["score"] == 0 and "expected 6 * 7, got 13" in bad["tasks"][0]["feedback"]
 
 
-def test_an_unsandboxed_kernel_gets_its_environment_passed_in(tmp_path, monkeypatch):
+def reading_task(collect: str):
+    """A one-task registry whose scorer keeps what the kernel handed over: ``(tasks, seen)``."""
     seen = {}
 
     def score(answer, inputs, context):
         seen.update(answer)
         return credit(1, ["ok"])
 
-    tasks = {"toy": registry.Task("Read the environment", 1, score=score,
-                            collect='import os\n_out = {"setting": os.environ.get("TOY_SETTING", ""), '
-                                    '"data": os.environ.get("COURSEKIT_DATA", "")}')}
+    return {"toy": registry.Task("Read the environment", 1, score=score, collect=collect)}, seen
+
+
+def test_an_unsandboxed_kernel_gets_its_environment_passed_in(tmp_path, monkeypatch):
+    tasks, seen = reading_task('import os\n_out = {"setting": os.environ.get("TOY_SETTING", ""), '
+                               '"data": os.environ.get("COURSEKIT_DATA", "")}')
     monkeypatch.setenv("COURSEKIT_DATA", "relative/data")
     before = dict(os.environ)
     path = write(toy_notebook("pass"), tmp_path)
@@ -233,14 +237,7 @@ def test_an_unsandboxed_kernel_gets_its_environment_passed_in(tmp_path, monkeypa
 
 @needs_sandbox
 def test_a_sandboxed_kernel_sees_none_of_the_graders_environment(tmp_path, monkeypatch):
-    seen = {}
-
-    def score(answer, inputs, context):
-        seen.update(answer)
-        return credit(1, ["ok"])
-
-    tasks = {"toy": registry.Task("Read the environment", 1, score=score,
-                                  collect='import os\n_out = {"env": dict(os.environ), "uid": os.getuid()}')}
+    tasks, seen = reading_task('import os\n_out = {"env": dict(os.environ), "uid": os.getuid()}')
     monkeypatch.setenv("TOY_SECRET", "hunter2")
     grade.grade(write(toy_notebook("pass"), tmp_path), timeout=60, total=120, tasks=tasks)
     assert "TOY_SECRET" not in seen["env"] and seen["uid"] == sandbox.UID
