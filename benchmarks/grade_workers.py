@@ -3,8 +3,7 @@
     python benchmarks/grade_workers.py [--submissions 8] [--workers 1 2] [--fast]
 
 The folder holds copies of the homework's reference solution. Each worker count grades the whole
-folder (``python -m coursekit.grade FOLDER --workers N``, sandbox on, each kernel with cores / N
-threads) into its own CSV; the script prints the wall time of each, the speed-up against the first,
+folder (``python -m coursekit.grade FOLDER --workers N --threads T``, sandbox on) into its own CSV; the script prints the wall time of each, the speed-up against the first,
 and whether every report gives the same points as the first. ``--fast`` grades in fast mode
 (COURSEKIT_FAST=1: tiny subsets, what CI uses), else the homework trains for real (minutes each).
 """
@@ -29,6 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--submissions", type=int, default=8)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--threads", type=int, default=1, help="threads per kernel, the same for every run")
     parser.add_argument("--fast", action="store_true", help="fast mode (COURSEKIT_FAST=1)")
     args = parser.parse_args()
     env = dict(os.environ, COURSEKIT_FAST="1" if args.fast else "0")
@@ -45,6 +45,7 @@ def main() -> None:
         for workers in args.workers:
             report = Path(tmp, f"workers-{workers}.json")
             command = [sys.executable, "-m", "coursekit.grade", str(folder), "--workers", str(workers),
+                       "--threads", str(args.threads),
                        "--csv", str(Path(tmp, f"workers-{workers}.csv")), "--json", str(report)]
             start = time.perf_counter()
             subprocess.run(command, check=True, capture_output=True, env=env, cwd=ROOT)
@@ -53,8 +54,7 @@ def main() -> None:
                       for r in json.loads(report.read_text()) for t in r["tasks"]}
             first = first or seconds
             first_points = first_points or points
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            print(f"workers={workers} ({threads} threads each): {seconds:7.1f} s, "
+            print(f"workers={workers} ({args.threads} threads each): {seconds:7.1f} s, "
                   f"{seconds / args.submissions:5.1f} s per submission, speed-up {first / seconds:4.2f}x, "
                   f"points {'equal to' if points == first_points else 'DIFFERENT from'} the first run")
 

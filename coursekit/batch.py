@@ -3,9 +3,10 @@
 ``python -m coursekit.grade FOLDER`` lands here. Each submission is graded by
 ``python -m coursekit.grade FILE --json REPORT`` in a process of its own session, whose sandboxed
 kernel runs in yet another: a submission can stop only its own worker, and its row records that.
-With ``--workers N``, N submissions are graded at once, each kernel with its share of the cores
-(``--threads``, default cores / N) and its own memory limit; scores do not depend on time or load,
-so the reports equal those of grading one at a time.
+With ``--workers N``, N submissions are graded at once, each kernel with ``--threads`` threads
+(default 1, whatever N is: training's numbers depend on the thread count) and its own memory limit
+and user id; scores do not depend on time or load, so the reports equal those of grading one at a
+time.
 
 The CSV (and the JSON list, if asked for) lies where no kernel can reach, and is rewritten
 atomically after every submission in the order of the file names, so a batch stopped halfway
@@ -54,10 +55,11 @@ def _worker_command(path: Path, out: Path, args) -> list[str]:
 
 def _grade_in_worker(path: Path, args) -> dict:
     """Grade one submission in a worker process of its own session: its kernel cannot reach us."""
-    with tempfile.TemporaryDirectory(prefix="coursekit-worker-") as tmp:
+    # the worker's own temporary folders go inside ours: removed here even if the worker was killed
+    with tempfile.TemporaryDirectory(prefix="coursekit-worker-", ignore_cleanup_errors=True) as tmp:
         out = Path(tmp, "report.json")
         worker = subprocess.Popen(_worker_command(path, out, args), stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, env=kernel_env(),
+                                  stderr=subprocess.PIPE, text=True, env=dict(kernel_env(), TMPDIR=tmp),
                                   start_new_session=True)
         try:
             stdout, stderr = worker.communicate(timeout=args.total + 300)
@@ -104,6 +106,9 @@ def grade_folder(folder: Path, args) -> list[dict]:
         raise GradeError(f"{folder}: no .ipynb files in this folder")
     if args.workers < 1:
         raise GradeError(f"--workers {args.workers}: grade at least one submission at a time")
+    if args.workers * args.threads > (os.cpu_count() or 1):
+        print(f"note: {args.workers} workers x {args.threads} threads is more than this machine's "
+              f"{os.cpu_count()} cores: grading will be slower, the scores the same\n")
     csv_path = Path(args.csv or folder / "grades.csv")
     json_path = Path(args.json) if args.json else None
     rows, reports = ({}, {}) if args.regrade else _finished(csv_path, json_path)

@@ -69,6 +69,16 @@ class GradeError(Exception):
     """The grader itself could not run (missing or unreadable file)."""
 
 
+class _Client(NotebookClient):
+    """Keeps only a cell's errors: what a cell prints or shows is never graded, so a flood of output
+    cannot fill the grader's memory."""
+
+    def output(self, outs, msg, display_id, cell_index):
+        if msg["msg_type"] == "error":
+            return super().output(outs, msg, display_id, cell_index)
+        return None
+
+
 def read_notebook(path) -> nbformat.NotebookNode:
     path = Path(path)
     if not path.is_file():
@@ -111,20 +121,28 @@ class _Runner:
         km = None
         if self.limits is not None:
             km = sandbox.kernel_manager(Path(self.workdir, f"kernel-{self.starts}"), self.limits)
-        self.client = NotebookClient(self.nb, km=km, timeout=int(self.timeout), kernel_name="python3",
-                                     allow_errors=True, interrupt_on_timeout=False, record_timing=False,
-                                     resources={"metadata": {"path": self.workdir}}, log=_QUIET)
+        self.client = _Client(self.nb, km=km, timeout=int(self.timeout), kernel_name="python3",
+                              allow_errors=True, interrupt_on_timeout=False, record_timing=False,
+                              store_widget_state=False, resources={"metadata": {"path": self.workdir}},
+                              log=_QUIET)
         if km is None:
             self.client.km = self.client.create_kernel_manager()
         # in a session of its own; what it prints outside cells (its banner, a flood) goes nowhere
         self.client.start_new_kernel(env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.client.start_new_kernel_client()
+        if km is not None:
+            km.seal()
 
     @property
     def exchange(self) -> Path:
         """The folder the kernel reads its inputs from and writes its answers to."""
         km = self.client.km
         return km.sockets if self.limits is not None else Path(self.workdir)
+
+    def answer_file(self, path: Path) -> None:
+        """Make the file the kernel hands an answer over in (a sealed sandbox cannot make files)."""
+        if self.limits is not None:
+            self.client.km.answer_file(path)
 
     def close(self) -> None:
         """Stop the kernel for good (SIGKILL: a submission may ignore gentler signals)."""
@@ -270,6 +288,8 @@ def _read_answer(path: Path):
         info = os.fstat(file.fileno())
         if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_ANSWER_BYTES:
             raise ValueError(f"the answer file is not a plain file of at most {MAX_ANSWER_BYTES >> 20} MB")
+        if info.st_size == 0:  # made by the grader, never written
+            return None
         return torch.load(file, weights_only=True)
 
 
@@ -279,6 +299,7 @@ def _collect_and_score(task: Task, runner: _Runner, context: Context) -> dict:
     inputs_path, out_path = runner.exchange / f"in-{token}.pt", runner.exchange / f"out-{token}.pt"
     with os.fdopen(os.open(inputs_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "wb") as f:
         torch.save(inputs, f)
+    runner.answer_file(out_path)
     cell = nbformat.v4.new_code_cell(collector_source(task.collect, str(inputs_path), str(out_path)))
     why = runner.run(cell, min(runner.timeout, 300))
     try:
@@ -327,8 +348,10 @@ def limits_from(args) -> sandbox.Limits | None:
     """The sandbox limits the command line asks for, or None with ``--no-sandbox``."""
     if args.no_sandbox:
         return None
-    threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, getattr(args, "workers", 1)))
-    return sandbox.Limits(memory_gb=args.memory_gb, threads=threads)
+    if args.threads < 1 or args.memory_gb <= 0:
+        raise GradeError(f"--threads {args.threads} --memory-gb {args.memory_gb:g}: give each kernel at least "
+                         "one thread and some memory")
+    return sandbox.Limits(memory_gb=args.memory_gb, threads=args.threads)
 
 
 def main(argv=None) -> int:
@@ -345,8 +368,9 @@ def main(argv=None) -> int:
                         help="merge the JSON reports given (graded elsewhere, one per submission) into --csv")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds allowed per cell (default 1800)")
     parser.add_argument("--total", type=float, default=3600, help="seconds allowed per notebook (default 3600)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads per kernel (default: the cores shared among the workers)")
+    parser.add_argument("--threads", type=int, default=sandbox.Limits.threads,
+                        help=f"CPU threads per kernel (default {sandbox.Limits.threads}; training's numbers "
+                             "depend on it, so keep it the same for a whole class)")
     parser.add_argument("--memory-gb", type=float, default=sandbox.Limits.memory_gb,
                         help=f"address space per kernel (default {sandbox.Limits.memory_gb:g})")
     parser.add_argument("--no-sandbox", action="store_true", help="run kernels without the sandbox: "

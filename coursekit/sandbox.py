@@ -13,9 +13,12 @@ the sandbox the kernel sees:
   environment made from scratch (no variable of the grader's leaks in);
 - limits (:class:`Limits`): address space, processes, file size, CPU threads.
 
-It runs as an unprivileged user with no capabilities: as root, bubblewrap's child drops to
-``nobody`` (65534) with ``setpriv``, so a read-only bind cannot be remounted writable; as any other
-user, bubblewrap maps the user to 65534 in a user namespace and drops every capability itself.
+It runs as an unprivileged user with no capabilities: as root, bubblewrap's child drops with
+``setpriv`` to a user id of its own (:func:`kernel_uid`: no other process on the machine has it, so
+the process limit is its alone), and a read-only bind cannot be remounted writable; as any other user,
+bubblewrap maps the user to ``nobody`` (65534) in a user namespace and drops every capability itself.
+Messages from the kernel larger than :attr:`Limits.message_mb` are dropped, so printing gigabytes
+cannot fill the grader's memory.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import zmq
 from jupyter_client.manager import AsyncKernelManager
 
 from .config import CACHE_ENV, DATA_ENV, FAST_ENV, data_root, is_fast
 
-UID = GID = 65534  # "nobody": the user a kernel runs as
+NOBODY = 65534  # the user a kernel runs as in a user namespace (the grader not run as root)
+UID_BASE = 1_900_000_000  # as root: a kernel's user id is this plus the grading process's PID
 HOME = "/home/student"  # the kernel's private work folder
 GRADER_ONLY = ("grade.py", "batch.py", "collect.py", "sandbox.py", "tasks.py", "release.py")  # not for kernels
 SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/etc")  # read-only, where they exist
@@ -46,11 +51,20 @@ class Limits:
     processes: int = 512  # processes and threads of the sandbox user (RLIMIT_NPROC)
     file_mb: int = 512  # the largest file it may write (RLIMIT_FSIZE)
     disk_mb: int = 1024  # size of each of its tmpfs folders, /home/student and /tmp
-    threads: int = 0  # CPU threads for torch and OpenMP; 0: all of this machine's cores
+    threads: int = 1  # CPU threads for torch and OpenMP: the same for every kernel, so that training
+    # gives the same numbers however many submissions are graded at once
+    message_mb: int = 64  # a message from the kernel larger than this is dropped (an output flood)
 
 
 class SandboxError(Exception):
     """No working sandbox here: the message names what is missing and how to get it."""
+
+
+def kernel_uid() -> int:
+    """The user id this process's kernels run as: as root, one of their own (a uid no account has,
+    from this process's PID, so no two graders running at once share it, nor its process limit);
+    otherwise ``nobody`` inside a user namespace."""
+    return UID_BASE + os.getpid() if os.geteuid() == 0 else NOBODY
 
 
 def _readonly_paths() -> list[Path]:
@@ -76,7 +90,7 @@ def kernel_environment(limits: Limits, fast: bool | None = None) -> dict:
     """The kernel's whole environment, made from scratch: nothing of the grader's leaks in."""
     import coursekit
 
-    threads = str(limits.threads or os.cpu_count() or 1)
+    threads = str(limits.threads)
     return {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin", "HOME": HOME,
             "TMPDIR": "/tmp", "LANG": "C.UTF-8", "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1",
             "PYTHONPATH": str(Path(coursekit.__file__).parent.parent.resolve()),
@@ -97,7 +111,7 @@ def command(argv: list[str], sockets: Path, limits: Limits, env: dict) -> list[s
     cmd = ["bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
            "--unshare-cgroup-try", "--die-with-parent", "--proc", "/proc", "--dev", "/dev"]
     if os.geteuid() != 0:
-        cmd += ["--unshare-user", "--uid", str(UID), "--gid", str(GID)]
+        cmd += ["--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY)]
     for path in SYSTEM:
         if Path(path).exists():
             cmd += ["--ro-bind", path, path]
@@ -119,7 +133,8 @@ def command(argv: list[str], sockets: Path, limits: Limits, env: dict) -> list[s
     cmd += ["--", "prlimit", f"--as={int(limits.memory_gb * 2**30)}", f"--nproc={limits.processes}",
             f"--fsize={limits.file_mb * 2**20}", "--core=0", "--"]
     if os.geteuid() == 0:  # root keeps its capabilities inside bwrap: drop them and the uid for good
-        cmd += ["setpriv", f"--reuid={UID}", f"--regid={GID}", "--clear-groups", "--inh-caps=-all",
+        uid = kernel_uid()
+        cmd += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
                 "--bounding-set=-all", "--no-new-privs", "--"]
     return cmd + list(argv)
 
@@ -141,7 +156,7 @@ def problem() -> str | None:
             done = subprocess.run(probe, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as error:
         return f"bubblewrap could not start a sandbox: {error}"
-    if done.returncode != 0 or done.stdout.strip() != str(UID):
+    if done.returncode != 0 or done.stdout.strip() != str(kernel_uid()):
         why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
         return (f"bubblewrap could not start a sandbox ({why}); it needs user, network and PID "
                 "namespaces (on some systems: sysctl kernel.unprivileged_userns_clone=1)")
@@ -162,12 +177,30 @@ class SandboxedKernelManager(AsyncKernelManager):
         return command(super().format_kernel_cmd(extra_arguments), self.sockets, self.limits,
                        self.sandbox_env)
 
+    def client(self, **kwargs):
+        kc = super().client(**kwargs)
+        kc.context.setsockopt(zmq.MAXMSGSIZE, self.limits.message_mb * 2**20)  # for the sockets it opens
+        return kc
+
+    def seal(self) -> None:
+        """Once the kernel has made its sockets: take the folder back (as root), so that the kernel can
+        write only the answer files the grader makes for it (:meth:`answer_file`), not fill the disk."""
+        if os.geteuid() == 0:
+            os.chown(self.sockets, 0, 0)
+            os.chmod(self.sockets, 0o755)
+
+    def answer_file(self, path: Path) -> None:
+        """Make the empty file ``path`` in the sockets folder, which the kernel may write."""
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+        if os.geteuid() == 0:
+            os.chown(path, kernel_uid(), kernel_uid())
+
 
 def kernel_manager(sockets: Path, limits: Limits, fast: bool | None = None) -> SandboxedKernelManager:
     """A :class:`SandboxedKernelManager` whose connection file and sockets live in ``sockets``."""
     sockets.mkdir(mode=0o700, exist_ok=True)
     if os.geteuid() == 0:
-        os.chown(sockets, UID, GID)  # the kernel, as nobody, creates its sockets there
+        os.chown(sockets, kernel_uid(), kernel_uid())  # the kernel creates its sockets there
     km = SandboxedKernelManager(kernel_name="python3", transport="ipc", ip=str(sockets / "kernel"),
                                 connection_file=str(sockets / "connection.json"))
     km.sockets, km.limits, km.sandbox_env = sockets, limits, kernel_environment(limits, fast)
@@ -175,5 +208,5 @@ def kernel_manager(sockets: Path, limits: Limits, fast: bool | None = None) -> S
     km.kernel_spec.interrupt_mode = "message"
     km.write_connection_file()
     if os.geteuid() == 0:
-        os.chown(km.connection_file, UID, GID)
+        os.chown(km.connection_file, kernel_uid(), kernel_uid())
     return km

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from .bench import count_parameters
 from .data import dataset_info
@@ -25,8 +26,22 @@ from .models import build_model
 DATASET = "fashion_mnist"
 CLASSES = dataset_info(DATASET).classes
 SIDE = dataset_info(DATASET).image_size
-PARAM_BUDGET = count_parameters(build_model("cnn", DATASET))  # the ViT may have at most the CNN's
 MIN_PATCHES = 16
+MAX_DEPTH = 64  # layers a homework ViT may have (more only slows the checks down)
+
+
+def _on_meta(kind: str, **settings):
+    """``(parameters, operations of one image's forward pass)`` of a homework model, built on the
+    meta device: shapes only, no memory for weights or activations, so any settings are safe to try."""
+    with torch.device("meta"):
+        model = build_model(kind, DATASET, **settings).eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, 1, SIDE, SIDE))
+    return count_parameters(model), counter.get_total_flops()
+
+
+PARAM_BUDGET, CNN_OPS = _on_meta("cnn")  # the ViT may have at most the CNN's parameters...
+OPS_BUDGET = 4 * CNN_OPS  # ...and 4 times its operations per image (the grader runs it on every test image)
 ACC_TOLERANCE = 0.005  # a reported accuracy may differ this much from the grader's measurement
 FLOP_TOLERANCE = 0.01  # a reported operation count may differ this much (relative) from the grader's
 COST_TOLERANCES = (1.05, 1.25)  # a cost ratio within these factors of the grader's count: all, half
@@ -154,8 +169,11 @@ def vit_problem(config) -> str | None:
     """Why ``config`` is not a valid homework ViT (None when it is)."""
     if not isinstance(config, dict) or not isinstance(config.get("patch_size"), int):
         return f"vit_config must be a dict of settings with an int 'patch_size', got {shape_of(config)}"
+    depth = config.get("depth", 1)
+    if not isinstance(depth, int) or not 0 < depth <= MAX_DEPTH:
+        return f"depth={show(depth)} must be a whole number from 1 to {MAX_DEPTH}"
     try:
-        params = count_parameters(build_model("vit", DATASET, **config))
+        params, ops = _on_meta("vit", **config)
     except Exception as error:  # the learner's settings: any failure is feedback, not a crash
         return f"build_model('vit', 'fashion_mnist', **vit_config) failed: {type(error).__name__}: {show(str(error), 200)}"
     patches = (SIDE // config["patch_size"]) ** 2
@@ -163,6 +181,9 @@ def vit_problem(config) -> str | None:
         return f"{patches} patches is fewer than {MIN_PATCHES}: choose a smaller patch_size"
     if params > PARAM_BUDGET:
         return f"{params:,} parameters is over the budget of {PARAM_BUDGET:,}"
+    if ops > OPS_BUDGET:
+        return (f"{ops / 1e6:,.1f} M operations per image is over the budget of {OPS_BUDGET / 1e6:.1f} M "
+                "(4 times the CNN's): use fewer patches, a narrower or a shallower model")
     return None
 
 
@@ -180,7 +201,7 @@ def score_config(config, n_patches) -> dict:
     earned, feedback = 0, [problem] if problem else []
     if not problem:
         earned += 1
-        params = count_parameters(build_model("vit", DATASET, **config))
+        params = _on_meta("vit", **config)[0]
         feedback.append(f"valid: {patches} patches, {params:,} parameters")
     if isinstance(n_patches, int) and not isinstance(n_patches, bool) and n_patches == patches:
         earned += 1

@@ -240,7 +240,7 @@ def test_a_sandboxed_kernel_sees_none_of_the_graders_environment(tmp_path, monke
     tasks, seen = reading_task('import os\n_out = {"env": dict(os.environ), "uid": os.getuid()}')
     monkeypatch.setenv("TOY_SECRET", "hunter2")
     grade.grade(write(toy_notebook("pass"), tmp_path), timeout=60, total=120, tasks=tasks)
-    assert "TOY_SECRET" not in seen["env"] and seen["uid"] == sandbox.UID
+    assert "TOY_SECRET" not in seen["env"] and seen["uid"] == sandbox.kernel_uid()
     assert set(seen["env"]) <= set(sandbox.kernel_environment(sandbox.Limits())) | {"PWD", "TERM", "PAGER",
            "GIT_PAGER", "CLICOLOR", "CLICOLOR_FORCE", "FORCE_COLOR", "PYDEVD_USE_FRAME_EVAL"}  # ipykernel's own
 

@@ -88,6 +88,20 @@ def test_score_config():
     assert sc.score_config({"patch_size": "7"}, 16)["credit"] == 0
 
 
+def test_a_config_too_costly_to_run_is_refused_without_building_it():
+    # 1.2M parameters but 785 tokens of 299,000-wide heads: about 739 G operations per image. Built
+    # for real and run on 10,000 test images it would stall the grader; on the meta device it costs nothing.
+    import resource
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    costly = dict(patch_size=1, dim=1, heads=1, dim_head=299_000, depth=1, mlp_dim=1)
+    outcome = sc.score_config(costly, 784)
+    assert outcome["credit"] == 0.5 and "over the budget" in outcome["feedback"]  # the count is right
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KB: no real weights
+    assert "from 1 to 64" in sc.vit_problem(dict(GOOD_CONFIG, depth=10**9))
+    assert sc.vit_problem(dict(GOOD_CONFIG, patch_size=4)) is None  # 49 patches fit the budget
+    assert sc.OPS_BUDGET == 4 * tasks.flops(build_model("cnn", sc.DATASET), torch.zeros(1, 1, 28, 28))
+
+
 def test_score_data():
     targets = torch.arange(100) % 10
     good = torch.stack([torch.nonzero(targets == c).flatten()[:4] for c in range(10)])

@@ -23,7 +23,8 @@ import pytest
 from coursekit import sandbox
 from coursekit.scorers import show
 from coursekit.config import cache_dir
-from test_grade import SOLUTION, first_tasks, needs_data, needs_sandbox, write
+from coursekit import grade
+from test_grade import SOLUTION, first_tasks, needs_data, needs_sandbox, reading_task, toy_notebook, write
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "s3cret-of-the-instructor"
@@ -73,14 +74,15 @@ def digest(folder: Path, pattern: str = "*") -> dict:
 
 
 def sandbox_processes() -> list[str]:
-    """Processes that run as the sandbox's user, on the whole machine."""
+    """Processes that run as a sandbox's user (nobody, or a kernel's own uid), on the whole machine."""
     found = []
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
             text = status.read_text()
         except OSError:
             continue
-        if any(line.split()[1:2] == [str(sandbox.UID)] for line in text.splitlines() if line.startswith("Uid:")):
+        uid = next(int(line.split()[1]) for line in text.splitlines() if line.startswith("Uid:"))
+        if uid == sandbox.NOBODY or uid >= sandbox.UID_BASE:
             found.append(text.splitlines()[0])
     return found
 
@@ -175,3 +177,45 @@ def test_without_a_sandbox_the_grader_refuses_and_names_the_way_out(tmp_path, mo
 
     path = write(nbformat.v4.new_notebook(), tmp_path)
     assert grade.main([str(path)]) == 2
+
+
+def test_the_grader_keeps_no_output_of_a_cell_but_its_error():
+    client = grade._Client(nbformat.v4.new_notebook())
+    client.reset_execution_trackers()
+    client.clear_before_next_output = False  # as execute_cell sets it
+    outs = []
+
+    def message(kind, **content):
+        return {"msg_type": kind, "parent_header": {"msg_id": "m"}, "header": {"msg_type": kind}, "content": content}
+
+    client.output(outs, message("stream", name="stdout", text="x" * 2**20), None, 0)
+    client.output(outs, message("display_data", data={"text/plain": "y"}, metadata={}), None, 0)
+    assert outs == []  # a flood of printing or pictures stays in the kernel
+    client.output(outs, message("error", ename="ValueError", evalue="bad", traceback=[]), None, 0)
+    assert [o["output_type"] for o in outs] == ["error"] and grade._error_of({"outputs": outs}) == "ValueError: bad"
+
+
+@needs_sandbox
+def test_a_flood_of_output_and_a_giant_message_do_not_stop_grading(tmp_path):
+    tasks, seen = reading_task('_out = {"after": _answer("after")}')
+    # 200 MB printed a megabyte at a time, then one 100 MB message (over Limits.message_mb: dropped)
+    flood = 'for _ in range(200):\n    print("x" * 2**20)\nprint("y" * 100 * 2**20)\nafter = 1'
+    report = grade.grade(write(toy_notebook(flood), tmp_path), timeout=120, total=240, tasks=tasks)
+    assert report["tasks"][0]["points"] == 1 and seen["after"] == 1  # the cell ended, the answer came
+
+
+@needs_sandbox
+@pytest.mark.skipif(os.geteuid() != 0, reason="as a user, the kernel owns its sockets' folder (README)")
+def test_a_kernel_can_make_no_file_beside_its_sockets_and_has_a_uid_of_its_own(tmp_path):
+    tasks, seen = reading_task(
+        'import os\nfrom ipykernel.connect import get_connection_file\nfolder = os.path.dirname(get_connection_file())\n'
+        'try:\n    open(os.path.join(folder, "filler"), "wb").write(b"0" * 2**20)\n    made = "made a file"\n'
+        'except OSError as e:\n    made = type(e).__name__\n'
+        '_out = {"made": made, "uid": os.getuid()}')
+    report = grade.grade(write(toy_notebook("pass"), tmp_path), timeout=60, total=120, tasks=tasks)
+    assert report["tasks"][0]["points"] == 1 and seen["made"] == "PermissionError"
+    assert seen["uid"] == sandbox.kernel_uid() == sandbox.UID_BASE + os.getpid()
+    other = subprocess.run([sys.executable, "-c", "from coursekit import sandbox; print(sandbox.kernel_uid())"],
+                           capture_output=True, text=True, cwd=ROOT, check=True)
+    assert int(other.stdout) != seen["uid"]  # another grader at the same time: another user
+    assert str(seen["uid"]) not in Path("/etc/passwd").read_text()
