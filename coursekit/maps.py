@@ -184,3 +184,20 @@ def position_similarity(model: nn.Module) -> torch.Tensor:
     """Cosine similarity of the learned patch position embeddings: [patches, patches] (CLS left out)."""
     pos = F.normalize(_pos_embedding(model)[1:], dim=-1)
     return pos @ pos.T
+
+
+def neighbour_similarity(sim: torch.Tensor) -> tuple[float, float]:
+    """Does a similarity map have the patch grid's 2-D structure? ``(to neighbours, to the others)``.
+
+    sim: [P, P] (e.g. :func:`position_similarity`) for P patches on a square grid, row by row. Returns
+    the mean similarity of each patch to its grid neighbours (up, down, left, right) and the mean to
+    every other patch. Learned embeddings that encode the grid give a clearly larger first number;
+    embeddings that ignore it (random, or not trained to tell positions apart) give about equal ones.
+    """
+    g = math.isqrt(len(sim))
+    if sim.ndim != 2 or sim.shape[0] != sim.shape[1] or g * g != len(sim):
+        raise ValueError(f"sim must be [P, P] for P patches on a square grid, got {tuple(sim.shape)}")
+    rows, cols = torch.arange(g).repeat_interleave(g), torch.arange(g).repeat(g)  # each patch's place
+    distance = (rows[:, None] - rows[None, :]).abs() + (cols[:, None] - cols[None, :]).abs()
+    neighbours, others = distance == 1, distance > 1
+    return float(sim[neighbours].mean()), float(sim[others].mean())

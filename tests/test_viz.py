@@ -305,3 +305,23 @@ def test_explorer_displays_a_widget_view_in_a_real_kernel(version):
     views = [d for d in data if "application/vnd.jupyter.widget-view+json" in d]
     assert len(views) == 1 and views[0]["application/vnd.jupyter.widget-view+json"]["model_id"]
     assert any("ck-explorer" in d.get("text/html", "") for d in data), "the kernel-free view is missing"
+
+
+def test_neighbour_similarity_tells_a_grid_from_no_grid():
+    from coursekit.maps import neighbour_similarity
+
+    g = 6
+    rows, cols = torch.arange(g).repeat_interleave(g).float(), torch.arange(g).repeat(g).float()
+    angles = torch.stack([rows, cols], 1) * 0.5  # embeddings that vary smoothly with the place: [36, 2]
+    grid = torch.cat([angles.sin(), angles.cos()], 1)
+    grid = torch.nn.functional.normalize(grid - grid.mean(0), dim=1)
+    near, far = neighbour_similarity(grid @ grid.T)
+    assert near > far + 0.3
+    noise = torch.nn.functional.normalize(torch.randn(g * g, 64, generator=torch.Generator().manual_seed(0)), dim=1)
+    near, far = neighbour_similarity(noise @ noise.T)
+    assert abs(near - far) < 0.05
+    shuffled = grid[torch.randperm(g * g, generator=torch.Generator().manual_seed(0))]  # places mixed up
+    near, far = neighbour_similarity(shuffled @ shuffled.T)
+    assert abs(near - far) < 0.15
+    with pytest.raises(ValueError, match="square grid"):
+        neighbour_similarity(torch.eye(5))
