@@ -86,26 +86,31 @@ def plot_attention_grid(maps: torch.Tensor, image: torch.Tensor, title: str = ""
 
 
 def plot_cls_attention(attention: torch.Tensor, images: torch.Tensor, titles=None,
-                       smooth: bool = True, label: str = "CLS attention") -> Figure:
-    """For each image, the CLS token's row over the patches upsampled over the image, all on one
-    colour scale with a colourbar; the CLS token's share for itself is written under each map.
+                       smooth: bool = False, label: str = "CLS attention") -> Figure:
+    """For each image, the CLS token's row over the patches drawn as blocks on the patch grid, all on
+    one colour scale from 0 with a colourbar whose line marks uniform attention (1 / tokens); under
+    each map: its range against uniform, and the CLS token's share for itself (not a patch, so not in
+    the map). A map close to uniform looks flat here instead of inventing detail.
 
     attention: [B, tokens, tokens], e.g. attention_rollout(maps) or maps[:, layer].mean(1);
-    images: [B, C, H, W]; titles: one string per image (see :func:`prediction_titles`).
+    images: [B, C, H, W]; titles: one string per image (see :func:`prediction_titles`);
+    smooth: bilinear instead of blocks (it suggests detail finer than a patch).
     """
     n = len(images)
-    fig = Figure(figsize=(2.0 * n + 1.0, 4.4), layout="constrained")
+    fig = Figure(figsize=(2.0 * n + 1.0, 4.6), layout="constrained")
     axes = fig.subplots(2, n, squeeze=False)
     grids, own = cls_map(attention), self_share(attention)
-    vmax = float(grids.max())
+    vmax, uniform = float(grids.max()), 1.0 / attention.shape[-1]
     for i in range(n):
         axes[0, i].imshow(display_image(images[i]), cmap="gray")
         axes[0, i].set_axis_off()
         if titles is not None:  # wrapped to the panel's width
             axes[0, i].set_title(textwrap.fill(titles[i], 26), fontsize=8)
         im = overlay(axes[1, i], images[i], grids[i], vmax, smooth, alpha=0.65)
-        axes[1, i].set_xlabel(f"CLS to itself {float(own[i]):.2f}", fontsize=8)
-    fig.colorbar(im, ax=axes[1], shrink=0.9, label=label)
+        axes[1, i].set_xlabel(f"{float(grids[i].min()):.3f} to {float(grids[i].max()):.3f} "
+                              f"(uniform {uniform:.3f})\nCLS to itself {float(own[i]):.2f}", fontsize=7)
+    bar = fig.colorbar(im, ax=axes[1], shrink=0.9, label=f"{label}\n(line: uniform, 1/{attention.shape[-1]})")
+    bar.ax.axhline(uniform, color="cyan", lw=1.5)
     return fig
 
 

@@ -213,6 +213,19 @@ def test_attention_pictures_use_one_colour_scale_with_a_colourbar(images):
     assert own[0] == f"to itself {float(maps[0, 0, 0, 0, 0]):.2f}"
 
 
+def test_rollout_pictures_are_blocks_that_state_their_range_against_uniform(images):
+    maps = viz.attention_maps(small("vit", patch_size=7), images)
+    rollout = viz.attention_rollout(maps)  # [3, 17, 17]
+    fig = viz.plot_cls_attention(rollout, images)
+    panels = [ax for ax in fig.axes if ax.get_xlabel()]
+    grid = viz.cls_map(rollout)[0]
+    assert panels[0].get_xlabel().startswith(f"{float(grid.min()):.3f} to {float(grid.max()):.3f} (uniform 0.059)")
+    shown = next(im for im in panels[0].images if im.get_cmap().name == "inferno").get_array()
+    assert len(set(shown.ravel().tolist())) <= 16  # one flat block per patch: nothing finer is invented
+    bar = next(ax for ax in fig.axes if ax.get_label() == "<colorbar>")
+    assert [tuple(line.get_ydata()) for line in bar.lines] == [(1 / 17, 1 / 17)]
+
+
 def test_plots_return_figures(images):
     model = small("vit", patch_size=7)  # 16 patches keep the position-similarity grid quick
     maps = viz.attention_maps(model, images)
