@@ -1,8 +1,8 @@
 """coursekit: the small support package of the course "Attention, hands on".
 
 One module per idea, each importing only those above it (a dataset name walks down
-``sources`` -> ``tensordata`` -> ``data`` to batches, and never back up). Two exceptions remain,
-listed in tests/test_layout.py: ``viz.AttentionExplorer`` and ``grade.main`` import a module below.
+``sources`` -> ``tensordata`` -> ``data`` to batches, and never back up). Two imports still reach
+down: ``viz.AttentionExplorer`` fetches the explorer, and the grader's ``main`` its batch module.
 
 - ``coursekit.config``     fast mode, the data and cache folders, seeds and the device
 - ``coursekit.files``      the one atomic file writer (caches, checkpoints, results, reports)
