@@ -12,7 +12,7 @@ from .config import get_device
 
 
 def _timer_module():
-    """``torch.utils.benchmark``, imported without the CUDA_HOME warning its import gives on CPU-only machines.
+    """``torch.utils.benchmark``, imported without the CUDA_HOME warning it gives on CPU-only machines.
 
     The warning comes from ``torch.utils.cpp_extension`` as it is imported; its logger is quieted
     for that import only and then left as it was.

@@ -49,7 +49,8 @@ def test_markdown_table():
 
 def test_environment_names_torch_the_cpu_and_the_threads_in_use(monkeypatch):
     monkeypatch.setattr(bench.torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(bench, "open", lambda path: io.StringIO("processor\t: 0\nmodel name\t: Test CPU 9000\n"),
+    cpuinfo = "processor\t: 0\nmodel name\t: Test CPU 9000\n"
+    monkeypatch.setattr(bench, "open", lambda path: io.StringIO(cpuinfo),
                         raising=False)  # the module's open() reads this instead of /proc/cpuinfo
     threads = torch.get_num_threads()
     try:
