@@ -1,27 +1,33 @@
 """coursekit: the small support package of the course "Attention, hands on".
 
-One module per idea:
+One module per idea, each importing only those above it (a dataset name walks down
+``sources`` -> ``tensordata`` -> ``data`` to batches, and never back up). Two imports still reach
+down: ``viz.AttentionExplorer`` fetches the explorer, and the grader's ``main`` its batch module.
 
-- ``coursekit.config``    fast mode, the data folder, seeds and the device
-- ``coursekit.data``      datasets and loaders (MNIST, Fashion-MNIST, CIFAR-10/100)
-- ``coursekit.tensordata`` datasets decoded once into cached tensors; whole-batch augmentation
-- ``coursekit.models``    the CNN, ViT, DeepViT and hybrid models of the course
-- ``coursekit.train``     ``fit`` and ``evaluate``
-- ``coursekit.bench``     parameter counts, inference time, markdown tables
-- ``coursekit.attention`` attention written from the formula
-- ``coursekit.viz``       attention maps, rollout and the attention explorer
-- ``coursekit.homework``  the homework's data, points and the checks its notebook calls
-- ``coursekit.scorers``   how a homework answer is scored (checks only: none computes an answer)
-- ``coursekit.reproduce`` the results table of notebook 05: ``python -m coursekit.reproduce``
+- ``coursekit.config``     fast mode, the data and cache folders, seeds and the device
+- ``coursekit.files``      the one atomic file writer (caches, checkpoints, results, reports)
+- ``coursekit.sources``    the datasets' facts (``DATASETS``) and reading their files
+- ``coursekit.tensordata`` each split decoded once into cached tensors; whole-batch augmentation
+- ``coursekit.data``       train/validation/test splits and loaders (MNIST, Fashion-MNIST, CIFAR-10/100)
+- ``coursekit.models``     the CNN, ViT, DeepViT and hybrid models of the course
+- ``coursekit.train``      ``fit`` and ``evaluate``
+- ``coursekit.bench``      parameter counts, inference time, markdown tables
+- ``coursekit.attention``  attention written from the formula
+- ``coursekit.maps``       the numbers attention pictures draw: maps, rollout, token maps
+- ``coursekit.viz``        attention maps, rollout and patch grids as pictures
+- ``coursekit.explorer``   the interactive attention explorer (ipywidgets)
+- ``coursekit.scorers``    how a homework answer is scored (checks only: none computes an answer)
+- ``coursekit.homework``   the homework's data, points and the checks its notebook calls
+- ``coursekit.reproduce``  the results table of notebook 05: ``python -m coursekit.reproduce``
 
 The instructor's grader (not in the student edition):
 
-- ``coursekit.grade``     one submission: ``python -m coursekit.grade``
-- ``coursekit.batch``     a folder of them, N at a time; reports merged into one CSV
-- ``coursekit.sandbox``   the bubblewrap sandbox every submission's kernel runs in
-- ``coursekit.collect``   what the grader runs in a kernel to collect an answer
-- ``coursekit.tasks``     the task registry, and what answers are checked against
-- ``coursekit.release``   the student edition: ``python -m coursekit.release``
+- ``coursekit.tasks``      the task registry, and what answers are checked against
+- ``coursekit.collect``    what the grader runs in a kernel to collect an answer
+- ``coursekit.sandbox``    the bubblewrap sandbox every submission's kernel runs in
+- ``coursekit.grade``      one submission: ``python -m coursekit.grade``
+- ``coursekit.batch``      a folder of them, N at a time; reports merged into one CSV
+- ``coursekit.release``    the student edition: ``python -m coursekit.release``
 """
 
 __version__ = "0.1.0"

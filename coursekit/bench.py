@@ -8,11 +8,23 @@ import platform
 import torch
 from torch import nn
 
-# torch.utils.benchmark imports cpp_extension, which warns about CUDA_HOME on CPU-only machines
-logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-from torch.utils import benchmark  # noqa: E402
-
 from .config import get_device
+
+
+def _timer_module():
+    """``torch.utils.benchmark``, imported without the CUDA_HOME warning it gives on CPU-only machines.
+
+    The warning comes from ``torch.utils.cpp_extension`` as it is imported; its logger is quieted
+    for that import only and then left as it was.
+    """
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils import benchmark
+    finally:
+        logger.setLevel(level)
+    return benchmark
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -36,7 +48,7 @@ def inference_time_ms(model: nn.Module, input_shape, batch_size: int = 1, device
     x = torch.randn(batch_size, *input_shape, device=device)
     for _ in range(warmup):
         model(x)
-    timer = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": x},
+    timer = _timer_module().Timer(stmt="model(x)", globals={"model": model, "x": x},
                             num_threads=torch.get_num_threads())
     median_s = timer.blocked_autorange(min_run_time=min_run_time).median
     model.train(was_training)

@@ -56,6 +56,7 @@ from . import homework as hw
 from . import sandbox
 from .collect import collector_source
 from .config import DATA_ENV, is_fast
+from .files import save_atomically
 from .scorers import credit, show
 from .tasks import TASKS, Context, Task
 
@@ -334,10 +335,8 @@ def format_report(report: dict) -> str:
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file: a reader sees the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Write ``text`` to ``path`` atomically: a reader sees the old file or the new one."""
+    save_atomically(text, path)
 
 
 NO_SANDBOX_WARNING = ("--no-sandbox: each submission runs with your user's rights, can read and change your "

@@ -31,8 +31,9 @@ from tqdm.auto import tqdm
 
 from . import bench, config
 from .data import dataset_info, get_loaders, source_of, uses_stand_in
+from .files import save_atomically
 from .models import KINDS, build_model, model_settings
-from .train import choose_precision, evaluate, fit, save_atomically, step_seconds
+from .train import choose_precision, evaluate, fit, step_seconds
 
 DEFAULT_EPOCHS = 30
 # column key -> header in results.md; results.csv uses the keys

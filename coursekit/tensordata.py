@@ -1,5 +1,8 @@
 """The tensor data path: each split decoded once into uint8 tensors, batches made a whole batch at a time.
 
+The second floor of the data path: it reads datasets through :mod:`coursekit.sources` and is used
+by :mod:`coursekit.data`, which makes the loaders.
+
 Decoding 50,000 JPEG files takes seconds and transforming images one by one costs a share of every
 epoch. Here a split is decoded once into ``images`` uint8 [N, C, H, W] and ``labels`` [N], cached in
 ``coursekit.config.cache_dir()`` (never in the data folder, which may be read-only) under a
@@ -20,8 +23,8 @@ from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
 from .config import cache_dir, data_root
-from .data import dataset_info, get_dataset, load_rgb
-from .train import save_atomically
+from .files import save_atomically
+from .sources import dataset_info, get_dataset, load_rgb, source_of, uses_stand_in
 
 CACHE_VERSION = 1  # bump when the cached format changes
 
@@ -144,17 +147,16 @@ def load_split(name: str, train: bool = True, root=None, download: bool = True,
     ``cache=False`` decodes the source files and neither reads nor writes the cache (the grader's
     way: nothing another process wrote can change what it scores against).
 
-    The first call decodes the source (:func:`coursekit.data.get_dataset`) and writes
+    The first call decodes the source (:func:`coursekit.sources.get_dataset`) and writes
     ``cache_dir()/<name>-<split>-<fingerprint>.pt`` atomically; later calls load that file. A cache
     folder that cannot be written only costs the decoding next time (a warning says so).
     """
     dataset = get_dataset(name, train, root, download)
-    classes = getattr(dataset, "classes", ())
-    if getattr(dataset, "stand_in", False):
-        images, targets = _decode(dataset)
-        return TensorSplit(name, images, targets, dataset.source, stand_in=True, classes=classes)
+    source, classes = source_of(dataset), getattr(dataset, "classes", ())
+    if uses_stand_in(dataset):
+        return TensorSplit(name, *_decode(dataset), source, stand_in=True, classes=classes)
     if not cache:
-        return TensorSplit(name, *_decode(dataset), dataset.source, classes=classes)
+        return TensorSplit(name, *_decode(dataset), source, classes=classes)
     split = "train" if train else "test"
     key = fingerprint(source_files(name, dataset, data_root(root)))
     path = cache_dir() / f"{name}-{split}-{key}.pt"
@@ -171,4 +173,4 @@ def load_split(name: str, train: bool = True, root=None, download: bool = True,
         except OSError as error:
             warnings.warn(f"could not write the decoded {name} cache to {path} ({error}); set "
                           "COURSEKIT_CACHE to a folder you can write", stacklevel=2)
-    return TensorSplit(name, images, targets, dataset.source, classes=classes)
+    return TensorSplit(name, images, targets, source, classes=classes)

@@ -7,17 +7,15 @@ with the best validation accuracy, and stops cleanly on Ctrl-C.
 from __future__ import annotations
 
 import copy
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from .config import get_device
+from .files import save_atomically
 
 
 @dataclass
@@ -38,7 +36,6 @@ class History:
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
-_measured: dict = {}  # (model class, parameters, batch shape, threads) -> the faster precision on the CPU
 
 
 def step_seconds(model: nn.Module, images: torch.Tensor, precision: str, steps: int = 3) -> float:
@@ -65,13 +62,15 @@ def step_seconds(model: nn.Module, images: torch.Tensor, precision: str, steps: 
     return sorted(times)[len(times) // 2]
 
 
-def choose_precision(model: nn.Module, images: torch.Tensor, device) -> str:
+def choose_precision(model: nn.Module, images: torch.Tensor, device, measured: dict | None = None) -> str:
     """``"bf16"`` where bf16 autocast makes this model's training step at least 10% faster, else ``"fp32"``.
 
     On CUDA: bf16 when the GPU supports it. On the CPU it is measured, on a copy of the model with
-    a batch like ``images`` [B, C, H, W], once per model shape and thread count: bf16 is about twice
-    as fast for convolutions on CPUs with bf16 instructions and no faster, or slower, for small
-    transformers. Torch's random state is left as it was, so a seeded run still repeats exactly.
+    a batch like ``images`` [B, C, H, W]: bf16 is about twice as fast for convolutions on CPUs with
+    bf16 instructions and no faster, or slower, for small transformers. Torch's random state is
+    left as it was, so a seeded run still repeats exactly. ``measured``: a dict of earlier choices,
+    keyed by (model class, parameter count, batch shape, CPU threads); a key found there is not
+    measured again, and a new measurement is added to it. Without it every call measures.
     """
     device = torch.device(device)
     if device.type == "cuda":
@@ -80,12 +79,15 @@ def choose_precision(model: nn.Module, images: torch.Tensor, device) -> str:
         return "fp32"
     key = (type(model).__name__, sum(p.numel() for p in model.parameters()), tuple(images.shape),
            torch.get_num_threads())
-    if key not in _measured:
-        with torch.random.fork_rng():
-            probe = copy.deepcopy(model).train()
-            fp32, bf16 = (step_seconds(probe, images.cpu(), p) for p in ("fp32", "bf16"))
-        _measured[key] = "bf16" if bf16 < 0.9 * fp32 else "fp32"
-    return _measured[key]
+    if measured is not None and key in measured:
+        return measured[key]
+    with torch.random.fork_rng():
+        probe = copy.deepcopy(model).train()
+        fp32, bf16 = (step_seconds(probe, images.cpu(), p) for p in ("fp32", "bf16"))
+    choice = "bf16" if bf16 < 0.9 * fp32 else "fp32"
+    if measured is not None:
+        measured[key] = choice
+    return choice
 
 
 @torch.no_grad()
@@ -108,30 +110,10 @@ def evaluate(model: nn.Module, loader, device="auto", precision: str = "fp32") -
     return {"loss": total_loss / count, "acc": correct / count}
 
 
-def save_atomically(obj, path) -> None:
-    """Write ``obj`` to a temporary file beside ``path``, then rename: never a half-written file.
-
-    A ``str`` is written as text, anything else with ``torch.save``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        if isinstance(obj, str):
-            Path(tmp).write_text(obj)
-        else:
-            torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def fit(model: nn.Module, train_loader, val_loader=None, epochs: int = 5, lr: float = 1e-3,
         device="auto", seed: int = 0, weight_decay: float = 0.05, label_smoothing: float = 0.0,
         max_steps: int | None = None, checkpoint=None, progress: bool = True,
-        precision: str = "fp32") -> History:
+        precision: str = "fp32", measured: dict | None = None) -> History:
     """Train ``model`` with AdamW and a one-cycle schedule; return its :class:`History`.
 
     Batches are ``images [B, C, H, W]``, ``labels [B]``. After each epoch the model is scored on
@@ -140,7 +122,8 @@ def fit(model: nn.Module, train_loader, val_loader=None, epochs: int = 5, lr: fl
     a file written atomically after every epoch with the best weights and the history.
     Ctrl-C stops training and returns what was learned so far (``history.interrupted``).
     ``precision``: "fp32"; "bf16" (autocast: faster convolutions on recent CPUs and GPUs); "auto"
-    picks the faster of the two for this model by measuring it (:func:`choose_precision`).
+    picks the faster of the two for this model by measuring it (:func:`choose_precision`; pass
+    the same dict as ``measured`` to several runs to measure each model shape only once).
     """
     if epochs < 1:
         raise ValueError(f"epochs={epochs} must be at least 1")
@@ -152,7 +135,7 @@ def fit(model: nn.Module, train_loader, val_loader=None, epochs: int = 5, lr: fl
     if precision == "auto":
         with torch.random.fork_rng():
             images = next(iter(train_loader))[0].to(device)
-        precision = choose_precision(model, images, device)
+        precision = choose_precision(model, images, device, measured)
     steps = len(train_loader) if max_steps is None else min(max_steps, len(train_loader))
     if steps == 0:
         raise ValueError("the training loader is empty: nothing to train on")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from coursekit.data import dataset_info
+from coursekit.sources import dataset_info
 
 CIFAR10_CLASSES = dataset_info("cifar10").classes
 

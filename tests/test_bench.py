@@ -1,8 +1,12 @@
+import io
+import platform
 import time
 
 import pytest
+import torch
 from torch import nn
 
+from coursekit import bench
 from coursekit.bench import count_parameters, environment, inference_time_ms, markdown_table
 
 
@@ -43,6 +47,23 @@ def test_markdown_table():
         markdown_table([])
 
 
-def test_environment_names_torch_and_threads():
-    line = environment()
-    assert "torch" in line and "CPU threads" in line
+def test_environment_names_torch_the_cpu_and_the_threads_in_use(monkeypatch):
+    monkeypatch.setattr(bench.torch.cuda, "is_available", lambda: False)
+    cpuinfo = "processor\t: 0\nmodel name\t: Test CPU 9000\n"
+    monkeypatch.setattr(bench, "open", lambda path: io.StringIO(cpuinfo),
+                        raising=False)  # the module's open() reads this instead of /proc/cpuinfo
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        line = environment()
+    finally:
+        torch.set_num_threads(threads)
+    assert line == (f"torch {torch.__version__}, Test CPU 9000, 3 CPU threads, "
+                    f"Python {platform.python_version()}")
+
+    def no_cpuinfo(path):
+        raise FileNotFoundError(path)
+    monkeypatch.setattr(bench, "open", no_cpuinfo, raising=False)  # not Linux: platform's name
+    monkeypatch.setattr(bench.platform, "processor", lambda: "")
+    monkeypatch.setattr(bench.platform, "machine", lambda: "arm64")
+    assert ", arm64, " in environment()

@@ -168,3 +168,24 @@ def test_auto_precision_measures_without_touching_the_random_state():
     assert auto.train_loss == fixed.train_loss  # measuring changed nothing in the run
     with pytest.raises(ValueError, match="precision='fp16' is not one of"):
         fit(model, tiny_loader(), precision="fp16")
+
+
+def test_auto_precision_remembers_only_in_the_dict_it_is_given(monkeypatch):
+    timed = []
+
+    def fake_step_seconds(model, images, precision, steps=3):
+        timed.append(precision)
+        return {"fp32": 1.0, "bf16": 0.5}[precision]  # bf16 twice as fast: it is chosen
+
+    monkeypatch.setattr(train, "step_seconds", fake_step_seconds)
+    model, images = build_model("cnn", "mnist"), torch.randn(8, 1, 28, 28)
+    assert [train.choose_precision(model, images, "cpu") for _ in range(2)] == ["bf16", "bf16"]
+    assert len(timed) == 4  # no dict: each call measures, nothing is kept between calls
+    measured = {}
+    assert [train.choose_precision(model, images, "cpu", measured) for _ in range(2)] == ["bf16", "bf16"]
+    assert len(timed) == 6 and list(measured.values()) == ["bf16"]  # measured once, then remembered
+    measured[next(iter(measured))] = "fp32"  # fit takes the remembered choice without measuring
+    loader = [(images, torch.zeros(8, dtype=torch.long))]
+    history = fit(model, loader, epochs=1, device="cpu", progress=False, precision="auto",
+                  measured=measured)
+    assert history.precision == "fp32" and len(timed) == 6
