@@ -1,8 +1,8 @@
 """coursekit: the small support package of the course "Attention, hands on".
 
 One module per idea, each importing only those above it (a dataset name walks down
-``sources`` -> ``tensordata`` -> ``data`` to batches, and never back up). Two imports still reach
-down: ``viz.AttentionExplorer`` fetches the explorer, and the grader's ``main`` its batch module.
+``sources`` -> ``tensordata`` -> ``data`` to batches, and never back up). One import still reaches
+down: ``viz.AttentionExplorer`` fetches the explorer.
 
 - ``coursekit.config``     fast mode, the data and cache folders, seeds and the device
 - ``coursekit.files``      the one atomic file writer (caches, checkpoints, results, reports)
@@ -25,8 +25,9 @@ The instructor's grader (not in the student edition):
 - ``coursekit.tasks``      the task registry, and what answers are checked against
 - ``coursekit.collect``    what the grader runs in a kernel to collect an answer
 - ``coursekit.sandbox``    the bubblewrap sandbox every submission's kernel runs in
-- ``coursekit.grade``      one submission: ``python -m coursekit.grade``
-- ``coursekit.batch``      a folder of them, N at a time; reports merged into one CSV
+- ``coursekit.reports``    a report as text, one CSV row per submission, reports merged into one CSV
+- ``coursekit.batch``      a folder of submissions, N at a time, each in a worker process
+- ``coursekit.grade``      one submission, and the command line: ``python -m coursekit.grade``
 - ``coursekit.release``    the student edition: ``python -m coursekit.release``
 """
 

@@ -19,8 +19,6 @@ you like, then ``python -m coursekit.grade --merge REPORT ... --csv grades.csv``
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import signal
@@ -30,18 +28,18 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from .grade import GradeError, format_report, kernel_env, limits_from, write_atomically
-from .tasks import TASKS
+from . import sandbox
+from .config import child_environment
+from .reports import GradeError, csv_row, finished, format_report, write_reports
 
-COLUMNS = ["notebook", "score", "max_score", "pending", *TASKS, "error"]
-
-
-def _csv_row(report: dict) -> dict:
-    points = {t["task"]: t["points"] for t in report.get("tasks", [])}
-    row = {"notebook": report["notebook"], "score": report.get("score", ""),
-           "max_score": report.get("max_score", ""), "pending": report.get("pending", "")}
-    row.update({t: "pending" if points.get(t, 0) is None else points.get(t, "") for t in TASKS})
-    return dict(row, error=report.get("error", ""))
+def limits_from(args) -> sandbox.Limits | None:
+    """The sandbox limits the command line asks for, or None with ``--no-sandbox``."""
+    if args.no_sandbox:
+        return None
+    if args.threads < 1 or args.memory_gb <= 0:
+        raise GradeError(f"--threads {args.threads} --memory-gb {args.memory_gb:g}: give each kernel at least "
+                         "one thread and some memory")
+    return sandbox.Limits(memory_gb=args.memory_gb, threads=args.threads)
 
 
 def _worker_command(path: Path, out: Path, args) -> list[str]:
@@ -59,7 +57,7 @@ def _grade_in_worker(path: Path, args) -> dict:
     with tempfile.TemporaryDirectory(prefix="coursekit-worker-", ignore_cleanup_errors=True) as tmp:
         out = Path(tmp, "report.json")
         worker = subprocess.Popen(_worker_command(path, out, args), stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, env=dict(kernel_env(), TMPDIR=tmp),
+                                  stderr=subprocess.PIPE, text=True, env=dict(child_environment(), TMPDIR=tmp),
                                   start_new_session=True)
         try:
             stdout, stderr = worker.communicate(timeout=args.total + 300)
@@ -78,26 +76,6 @@ def _grade_in_worker(path: Path, args) -> dict:
                                             "the submission may have killed it: grade it alone to see"}
 
 
-def _write(rows: dict, reports: dict, csv_path: Path, json_path: Path | None) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows[k] for k in sorted(rows))
-    write_atomically(csv_path, buffer.getvalue())
-    if json_path:
-        write_atomically(json_path, json.dumps([reports[k] for k in sorted(reports)], indent=2) + "\n")
-
-
-def _finished(csv_path: Path, json_path: Path | None) -> tuple[dict, dict]:
-    """The rows (and reports) of an earlier run that ended with a score: a rerun keeps them."""
-    rows, reports = {}, {}
-    if csv_path.exists():
-        rows = {r["notebook"]: r for r in csv.DictReader(csv_path.open(newline="")) if not r.get("error")}
-    if json_path and json_path.exists():
-        reports = {r["notebook"]: r for r in json.loads(json_path.read_text()) if r["notebook"] in rows}
-    return rows, reports
-
-
 def grade_folder(folder: Path, args) -> list[dict]:
     """Grade every .ipynb in ``folder``, ``args.workers`` at a time; the CSV (and JSON) gets each row
     as it is done."""
@@ -111,7 +89,7 @@ def grade_folder(folder: Path, args) -> list[dict]:
               f"{os.cpu_count()} cores: grading will be slower, the scores the same\n")
     csv_path = Path(args.csv or folder / "grades.csv")
     json_path = Path(args.json) if args.json else None
-    rows, reports = ({}, {}) if args.regrade else _finished(csv_path, json_path)
+    rows, reports = ({}, {}) if args.regrade else finished(csv_path, json_path)
     todo = []
     for path in paths:
         if str(path) in rows:
@@ -123,21 +101,7 @@ def grade_folder(folder: Path, args) -> list[dict]:
             report = done.result()
             print(format_report(report) if "error" not in report else f"{report['notebook']}: {report['error']}",
                   end="\n\n", flush=True)
-            rows[report["notebook"]], reports[report["notebook"]] = _csv_row(report), report
-            _write(rows, reports, csv_path, json_path)
+            rows[report["notebook"]], reports[report["notebook"]] = csv_row(report), report
+            write_reports(rows, reports, csv_path, json_path)
     print(f"{len(rows)} rows in {csv_path}")
     return [reports[k] for k in sorted(reports)]
-
-
-def merge_reports(paths: list[Path], csv_path: Path, json_path=None) -> None:
-    """One CSV (and JSON list) from reports written by ``python -m coursekit.grade FILE --json REPORT``."""
-    reports = {}
-    for path in paths:
-        try:
-            report = json.loads(path.read_text())
-        except (OSError, ValueError) as error:
-            raise GradeError(f"{path}: not a readable report ({error})") from None
-        for r in report if isinstance(report, list) else [report]:
-            reports[r["notebook"]] = r
-    _write({k: _csv_row(r) for k, r in reports.items()}, reports, csv_path, Path(json_path) if json_path else None)
-    print(f"{len(reports)} rows in {csv_path}")

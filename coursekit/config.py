@@ -82,3 +82,12 @@ def setup(seed: int = 0, device: str = "auto") -> torch.device:
         print("FAST MODE (COURSEKIT_FAST=1): tiny subsets and few steps, for CI only. "
               "The numbers below are not real results.")
     return dev
+
+
+def child_environment(base=None) -> dict:
+    """The environment for a process started in another folder (an unsandboxed kernel, a grading
+    worker): ``base`` (default: ours) with the data folder made absolute."""
+    env = dict(os.environ if base is None else base)
+    if env.get(DATA_ENV):  # the kernel runs in another folder
+        env[DATA_ENV] = str(Path(env[DATA_ENV]).expanduser().resolve())
+    return env

@@ -52,10 +52,12 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbclient.util import run_sync
 
+from . import batch
 from . import homework as hw
-from . import sandbox
+from . import reports, sandbox
 from .collect import collector_source
-from .config import DATA_ENV, is_fast
+from .config import child_environment, is_fast
+from .reports import GradeError, format_report
 from .files import save_atomically
 from .scorers import credit, show
 from .tasks import TASKS, Context, Task
@@ -64,10 +66,6 @@ MAX_ANSWER_BYTES = 256 * 2**20  # a handed-over answer larger than this is refus
 
 _QUIET = logging.getLogger("coursekit.grade.kernel")  # nbclient's timeout messages: the report says it
 _QUIET.setLevel(logging.CRITICAL)
-
-
-class GradeError(Exception):
-    """The grader itself could not run (missing or unreadable file)."""
 
 
 class _Client(NotebookClient):
@@ -201,21 +199,12 @@ def _manual(cells) -> str:
     return f"answered ({words} words): grade by hand" if words >= 10 else "no answer written"
 
 
-def kernel_env(base=None) -> dict:
-    """The environment of an unsandboxed kernel (``--no-sandbox``): ``base`` (default: ours), the data
-    folder made absolute. A sandboxed kernel gets one made from scratch instead."""
-    env = dict(os.environ if base is None else base)
-    if env.get(DATA_ENV):  # the kernel runs in another folder
-        env[DATA_ENV] = str(Path(env[DATA_ENV]).expanduser().resolve())
-    return env
-
-
 def grade(path, timeout: float = 1800, total: float = 3600, tasks: dict | None = None,
           env: dict | None = None, limits: sandbox.Limits | None = sandbox.Limits()) -> dict:
     """Grade one submission: ``{"notebook", "score", "max_score", "pending", "tasks": [...]}``.
 
     tasks: the registry (default :data:`coursekit.tasks.TASKS`); limits: the sandbox's, or None for
-    an unsandboxed kernel whose environment is ``env`` (default :func:`kernel_env`). This process's
+    an unsandboxed kernel whose environment is ``env`` (default :func:`coursekit.config.child_environment`). This process's
     own ``os.environ`` is not changed.
     """
     tasks = TASKS if tasks is None else tasks
@@ -223,7 +212,7 @@ def grade(path, timeout: float = 1800, total: float = 3600, tasks: dict | None =
     cells = {t: [c for c in nb.cells if _task(c) == t] for t in tasks}
     results = {}
     with tempfile.TemporaryDirectory(prefix="coursekit-grade-") as workdir:
-        runner = _Runner(nb, timeout, total, workdir, kernel_env() if env is None else env, limits)
+        runner = _Runner(nb, timeout, total, workdir, child_environment() if env is None else env, limits)
         last = {id(cs[-1]): t for t, cs in cells.items() if cs and not tasks[t].manual}
         failed: dict[str, str] = {}
         context = Context()
@@ -320,37 +309,8 @@ def _collect_and_score(task: Task, runner: _Runner, context: Context) -> dict:
 
 # --- command line ------------------------------------------------------------------------------------
 
-def format_report(report: dict) -> str:
-    """The per-task table a person reads: task, points, max, feedback."""
-    rows = [f"{report['notebook']}" + ("  (FAST MODE: thresholds lowered, for CI only)" if report["fast_mode"] else "")
-            + ("" if report.get("sandbox", True) else "  (NO SANDBOX)"),
-            f"{'task':<11} {'points':>6} {'max':>4}  feedback"]
-    for t in report["tasks"]:
-        pts = "pending" if t["points"] is None else f"{t['points']:g}"
-        rows.append(f"{t['task']:<11} {pts:>6} {t['max']:>4}  {t['feedback']}")
-    rows = ["".join(ch if ch.isprintable() else "?" for ch in row) for row in rows]  # no terminal escapes
-    rows.append(f"score: {report['score']:g}/{report['max_score']} "
-                f"(+ {report['pending']} points pending manual grading)")
-    return "\n".join(rows)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: a reader sees the old file or the new one."""
-    save_atomically(text, path)
-
-
 NO_SANDBOX_WARNING = ("--no-sandbox: each submission runs with your user's rights, can read and change your "
                       "files (this grader, the grades, other submissions) and reach the network")
-
-
-def limits_from(args) -> sandbox.Limits | None:
-    """The sandbox limits the command line asks for, or None with ``--no-sandbox``."""
-    if args.no_sandbox:
-        return None
-    if args.threads < 1 or args.memory_gb <= 0:
-        raise GradeError(f"--threads {args.threads} --memory-gb {args.memory_gb:g}: give each kernel at least "
-                         "one thread and some memory")
-    return sandbox.Limits(memory_gb=args.memory_gb, threads=args.threads)
 
 
 def main(argv=None) -> int:
@@ -376,11 +336,10 @@ def main(argv=None) -> int:
                         "only for your own notebooks, never for submissions")
     args = parser.parse_args(argv)
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # poll tasks nbclient leaves after a timeout
-    from . import batch  # it starts workers that run this module
 
     try:
         if args.merge:
-            batch.merge_reports([Path(p) for p in args.notebook], Path(args.csv or "grades.csv"), args.json)
+            reports.merge_reports([Path(p) for p in args.notebook], Path(args.csv or "grades.csv"), args.json)
             return 0
         if len(args.notebook) != 1:
             raise GradeError("give one notebook or one folder (or --merge with several reports)")
@@ -390,7 +349,7 @@ def main(argv=None) -> int:
         elif why := sandbox.problem():
             raise GradeError(f"no sandbox for the submissions' kernels: {why}. Grade inside a Linux "
                              f"container that has bubblewrap, or pass --no-sandbox ({NO_SANDBOX_WARNING})")
-        limits = limits_from(args)
+        limits = batch.limits_from(args)
         if target.is_dir():
             batch.grade_folder(target, args)
             return 0
@@ -402,11 +361,9 @@ def main(argv=None) -> int:
         return 2
     print(format_report(report))
     if args.json:
-        write_atomically(Path(args.json), json.dumps(report, indent=2) + "\n")
+        save_atomically(json.dumps(report, indent=2) + "\n", Path(args.json))
     return 0
 
 
-if __name__ == "__main__":  # through the imported module, so that batch and main share one GradeError
-    from coursekit.grade import main as _main
-
-    sys.exit(_main())
+if __name__ == "__main__":
+    sys.exit(main())

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch import nn
 
 from .bench import count_parameters
 from .data import dataset_info
@@ -28,20 +28,17 @@ CLASSES = dataset_info(DATASET).classes
 SIDE = dataset_info(DATASET).image_size
 MIN_PATCHES = 16
 MAX_DEPTH = 64  # layers a homework ViT may have (more only slows the checks down)
+OPS_FACTOR = 4  # a homework ViT may do at most this many times the CNN's operations per image
 
 
-def _on_meta(kind: str, **settings):
-    """``(parameters, operations of one image's forward pass)`` of a homework model, built on the
-    meta device: shapes only, no memory for weights or activations, so any settings are safe to try."""
+def _on_meta(kind: str, **settings) -> nn.Module:
+    """A homework model built on the meta device: shapes only, no memory for its weights, so any
+    settings are safe to try."""
     with torch.device("meta"):
-        model = build_model(kind, DATASET, **settings).eval()
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, 1, SIDE, SIDE))
-    return count_parameters(model), counter.get_total_flops()
+        return build_model(kind, DATASET, **settings).eval()
 
 
-PARAM_BUDGET, CNN_OPS = _on_meta("cnn")  # the ViT may have at most the CNN's parameters...
-OPS_BUDGET = 4 * CNN_OPS  # ...and 4 times its operations per image (the grader runs it on every test image)
+PARAM_BUDGET = count_parameters(_on_meta("cnn"))  # the ViT may have at most the CNN's parameters
 ACC_TOLERANCE = 0.005  # a reported accuracy may differ this much from the grader's measurement
 FLOP_TOLERANCE = 0.01  # a reported operation count may differ this much (relative) from the grader's
 COST_TOLERANCES = (1.05, 1.25)  # a cost ratio within these factors of the grader's count: all, half
@@ -165,35 +162,43 @@ def score_patchify(cases, outputs) -> dict:
     return credit((shapes_ok + values_ok) / 2, feedback)
 
 
-def vit_problem(config) -> str | None:
-    """Why ``config`` is not a valid homework ViT (None when it is)."""
+def vit_problem(config, count_ops=None) -> str | None:
+    """Why ``config`` is not a valid homework ViT (None when it is).
+
+    count_ops: ``model -> operations of one image's forward pass`` (the grader's count, which the
+    student edition does not have): with it, the operation rule (at most :data:`OPS_FACTOR` times
+    the CNN's) is checked too; every check runs on meta-device models, so no setting can cost memory.
+    """
     if not isinstance(config, dict) or not isinstance(config.get("patch_size"), int):
         return f"vit_config must be a dict of settings with an int 'patch_size', got {shape_of(config)}"
     depth = config.get("depth", 1)
     if not isinstance(depth, int) or not 0 < depth <= MAX_DEPTH:
         return f"depth={show(depth)} must be a whole number from 1 to {MAX_DEPTH}"
     try:
-        params, ops = _on_meta("vit", **config)
+        vit = _on_meta("vit", **config)
     except Exception as error:  # the learner's settings: any failure is feedback, not a crash
         return f"build_model('vit', 'fashion_mnist', **vit_config) failed: {type(error).__name__}: {show(str(error), 200)}"
-    patches = (SIDE // config["patch_size"]) ** 2
+    patches, params = (SIDE // config["patch_size"]) ** 2, count_parameters(vit)
     if patches < MIN_PATCHES:
         return f"{patches} patches is fewer than {MIN_PATCHES}: choose a smaller patch_size"
     if params > PARAM_BUDGET:
         return f"{params:,} parameters is over the budget of {PARAM_BUDGET:,}"
-    if ops > OPS_BUDGET:
-        return (f"{ops / 1e6:,.1f} M operations per image is over the budget of {OPS_BUDGET / 1e6:.1f} M "
-                "(4 times the CNN's): use fewer patches, a narrower or a shallower model")
+    if count_ops is not None:
+        ops, budget = count_ops(vit), OPS_FACTOR * count_ops(_on_meta("cnn"))
+        if ops > budget:
+            return (f"{ops / 1e6:,.1f} M operations per image is over the budget of {budget / 1e6:.1f} M "
+                    f"({OPS_FACTOR} times the CNN's): use fewer patches, a narrower or a shallower model")
     return None
 
 
-def score_config(config, n_patches) -> dict:
-    """config: keyword overrides for build_model("vit", "fashion_mnist"); n_patches: the learner's count.
+def score_config(config, n_patches, count_ops=None) -> dict:
+    """config: keyword overrides for build_model("vit", "fashion_mnist"); n_patches: the learner's count;
+    count_ops: see :func:`vit_problem`.
 
     Half for a valid configuration (builds, >= 16 patches, within the parameter budget), half for
     its patch count.
     """
-    problem = vit_problem(config)
+    problem = vit_problem(config, count_ops)
     if problem and (not isinstance(config, dict) or not isinstance(config.get("patch_size"), int)
                     or "failed" in problem):
         return credit(0, [problem])
@@ -201,7 +206,7 @@ def score_config(config, n_patches) -> dict:
     earned, feedback = 0, [problem] if problem else []
     if not problem:
         earned += 1
-        params = _on_meta("vit", **config)[0]
+        params = count_parameters(_on_meta("vit", **config))
         feedback.append(f"valid: {patches} patches, {params:,} parameters")
     if isinstance(n_patches, int) and not isinstance(n_patches, bool) and n_patches == patches:
         earned += 1

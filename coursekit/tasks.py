@@ -25,7 +25,7 @@ from .bench import count_parameters
 from .config import fast_or
 from .data import get_dataset, split_indices
 from .models import build_model
-from .scorers import (DATASET, credit, patchify_cases, score_attention, score_comparison, score_config,
+from .scorers import (DATASET, SIDE, credit, patchify_cases, score_attention, score_comparison, score_config,
                       score_confusion, score_cost, score_data, score_patchify, score_training, vit_problem)
 from .tensordata import TensorLoader, load_split
 from .train import evaluate
@@ -82,6 +82,12 @@ def flops(model, images: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
+def count_ops(model) -> int:
+    """Operations of one homework image's forward pass through ``model`` (on its device, meta too)."""
+    device = next(model.parameters()).device
+    return flops(model, torch.zeros(1, 1, SIDE, SIDE, device=device))
+
+
 def flop_ratio(config: dict) -> float:
     """How many times the operations of the ViT ``config`` with 49 patches outnumber those with 16
     (one forward pass; a training step gives the same ratio). Torch's random state is kept."""
@@ -133,8 +139,8 @@ def _grade_data(answer, inputs, context: Context):
 
 
 def _grade_config(answer, inputs, context: Context):
-    context.config = None if vit_problem(answer["config"]) else answer["config"]
-    return score_config(answer["config"], answer["n_patches"])
+    context.config = None if vit_problem(answer["config"], count_ops) else answer["config"]
+    return score_config(answer["config"], answer["n_patches"], count_ops)
 
 
 def _grade_cost(answer, inputs, context: Context):

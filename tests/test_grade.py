@@ -21,7 +21,7 @@ import nbformat
 import pytest
 import torch
 
-from coursekit import collect, grade, homework as hw, sandbox, tasks as registry
+from coursekit import collect, config, grade, homework as hw, sandbox, tasks as registry
 from coursekit.scorers import credit
 from coursekit.config import data_root
 
@@ -229,7 +229,7 @@ def test_an_unsandboxed_kernel_gets_its_environment_passed_in(tmp_path, monkeypa
     monkeypatch.setenv("COURSEKIT_DATA", "relative/data")
     before = dict(os.environ)
     path = write(toy_notebook("pass"), tmp_path)
-    grade.grade(path, timeout=60, total=120, tasks=tasks, env=grade.kernel_env(dict(os.environ, TOY_SETTING="42")),
+    grade.grade(path, timeout=60, total=120, tasks=tasks, env=config.child_environment(dict(os.environ, TOY_SETTING="42")),
                 limits=None)
     assert seen["setting"] == "42" and seen["data"] == str((Path.cwd() / "relative/data").resolve())
     assert dict(os.environ) == before  # the grader's own environment is left alone

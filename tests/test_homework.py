@@ -94,12 +94,14 @@ def test_a_config_too_costly_to_run_is_refused_without_building_it():
     import resource
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     costly = dict(patch_size=1, dim=1, heads=1, dim_head=299_000, depth=1, mlp_dim=1)
-    outcome = sc.score_config(costly, 784)
-    assert outcome["credit"] == 0.5 and "over the budget" in outcome["feedback"]  # the count is right
+    outcome = sc.score_config(costly, 784, tasks.count_ops)  # as the grader scores it
+    assert outcome["credit"] == 0.5 and "over the budget of 95.9 M" in outcome["feedback"]  # the count is right
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KB: no real weights
+    assert sc.score_config(costly, 784)["credit"] == 1  # the notebook's check cannot count operations
     assert "from 1 to 64" in sc.vit_problem(dict(GOOD_CONFIG, depth=10**9))
-    assert sc.vit_problem(dict(GOOD_CONFIG, patch_size=4)) is None  # 49 patches fit the budget
-    assert sc.OPS_BUDGET == 4 * tasks.flops(build_model("cnn", sc.DATASET), torch.zeros(1, 1, 28, 28))
+    assert sc.vit_problem(dict(GOOD_CONFIG, patch_size=4), tasks.count_ops) is None  # 49 patches fit
+    cnn = build_model("cnn", sc.DATASET)
+    assert tasks.count_ops(cnn) == tasks.flops(cnn, torch.zeros(1, 1, 28, 28)) == 23_984_896  # meta = real
 
 
 def test_score_data():

@@ -7,7 +7,6 @@ The edition holds neither the grader nor anything that computes an answer.
 
 import csv
 import json
-import os
 import subprocess
 import sys
 import zipfile

@@ -17,7 +17,6 @@ def toy_loaders(n=256, seed=0):
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % 2
     x = torch.randn(n, 8, generator=g) + 1.5 * (2 * labels[:, None] - 1)
-    ds = TensorDataset(x, labels)
     return (DataLoader(TensorDataset(x[:192], labels[:192]), batch_size=16, shuffle=True),
             DataLoader(TensorDataset(x[192:], labels[192:]), batch_size=32))
 

@@ -7,7 +7,6 @@ import time
 
 import pytest
 import torch
-from einops import repeat
 from matplotlib.figure import Figure
 from torch.nn.modules import module as torch_module
 
