@@ -154,3 +154,19 @@ def test_bad_input_says_what_is_wrong():
         train(model, src, src, steps=1, batch_size=5, progress=False)
     with pytest.raises(ValueError, match="same, non-empty shape"):
         evaluate(model, src, src[:2])
+
+
+def test_training_runs_on_one_thread_and_restores_the_setting():
+    before = torch.get_num_threads()
+    seen = []
+    model = Seq2Seq()
+    model.register_forward_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
+    src = reversal_data(8, 1, length=4)[0][0]
+    try:
+        torch.set_num_threads(2)
+        train(model, src, src.flip(1), steps=2, batch_size=4, progress=False)
+        greedy_decode(model, src)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen and set(seen) == {1}
