@@ -11,8 +11,10 @@ can check by eye. Without positional encodings the encoder cannot tell the posit
 Tokens: the digits 0-9, and ``BOS`` (10) which starts every decoder input.
 
 Training and decoding run on one CPU thread (:func:`one_thread`): the model is so small that a step
-is mostly per-operation overhead, which a second thread only adds to. Measured on the course's
-2-core machine with other jobs running: 34-74 ms per training step on one thread, 206-223 ms on two.
+is mostly per-operation overhead, which threads cannot split, and on a busy machine a second thread
+waits for a core. Measured on the course's 2-core machine with other jobs running (load average 3.5,
+60 steps, twice): 34-74 ms per training step on one thread, 206-223 ms on two. One thread also makes
+a seeded run independent of the thread count it is called with.
 """
 
 from __future__ import annotations
