@@ -9,6 +9,7 @@ One module per idea:
 - ``coursekit.train``     ``fit`` and ``evaluate``
 - ``coursekit.bench``     parameter counts, inference time, markdown tables
 - ``coursekit.attention`` attention written from the formula
+- ``coursekit.sequence``  notebook 02's digit-reversal task: a tiny encoder-decoder transformer
 - ``coursekit.viz``       attention maps, rollout and the attention explorer
 - ``coursekit.homework``  the homework's data, points and the checks its notebook calls
 - ``coursekit.scorers``   how a homework answer is scored (checks only: none computes an answer)
