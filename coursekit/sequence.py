@@ -132,7 +132,8 @@ class Seq2Seq(nn.Module):
         if ids.dim() != 2 or ids.dtype != torch.long:
             raise ValueError(f"expected token ids [B, N] of dtype int64, got {tuple(ids.shape)} {ids.dtype}")
         if ids.shape[1] > self.max_len:
-            raise ValueError(f"{ids.shape[1]} tokens but max_len={self.max_len}; build Seq2Seq(max_len=...) larger")
+            raise ValueError(f"{ids.shape[1]} tokens but max_len={self.max_len}; "
+                             "build Seq2Seq(max_len=...) larger")
         if ids.numel() and (ids.min() < 0 or ids.max() > BOS):
             raise ValueError(f"token ids must be digits 0-9 or BOS={BOS}, got {ids.min()}..{ids.max()}")
         x = self.embed(ids)
@@ -144,7 +145,8 @@ class Seq2Seq(nn.Module):
         src: [B, N] digits; tgt_in: [B, T], BOS then the first T - 1 output digits (teacher forcing).
         """
         if src.shape[0] != tgt_in.shape[0]:
-            raise ValueError(f"src {tuple(src.shape)} and tgt_in {tuple(tgt_in.shape)} must share the batch size")
+            raise ValueError(f"src {tuple(src.shape)} and tgt_in {tuple(tgt_in.shape)} "
+                             "must share the batch size")
         memory = self.tokens(src)
         for layer in self.encoder:
             memory = layer(memory)
@@ -176,7 +178,8 @@ def greedy_decode(model: Seq2Seq, src, length: int | None = None):
 def evaluate(model: Seq2Seq, src, tgt, batch_size: int = 1000) -> dict:
     """``{"seq_acc", "token_acc"}`` of greedy decoding: whole strings right, and single digits right."""
     if src.shape != tgt.shape or len(src) == 0:
-        raise ValueError(f"src {tuple(src.shape)} and tgt {tuple(tgt.shape)} must be the same, non-empty shape")
+        raise ValueError(f"src {tuple(src.shape)} and tgt {tuple(tgt.shape)} "
+                         "must be the same, non-empty shape")
     right = torch.cat([greedy_decode(model, s) == t for s, t in
                        zip(src.split(batch_size), tgt.split(batch_size))])  # [n, length] bool
     return {"seq_acc": right.all(1).float().mean().item(), "token_acc": right.float().mean().item()}
