@@ -13,6 +13,7 @@ down: ``viz.AttentionExplorer`` fetches the explorer.
 - ``coursekit.train``      ``fit`` and ``evaluate``
 - ``coursekit.bench``      parameter counts, inference time, markdown tables
 - ``coursekit.attention``  attention written from the formula
+- ``coursekit.sequence``   notebook 02's digit-reversal task: a tiny encoder-decoder transformer
 - ``coursekit.maps``       the numbers attention pictures draw: maps, rollout, token maps
 - ``coursekit.viz``        attention maps, rollout and patch grids as pictures
 - ``coursekit.explorer``   the interactive attention explorer (ipywidgets)

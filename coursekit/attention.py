@@ -64,6 +64,8 @@ class MultiHeadAttention(nn.Module):
     """Multi-head attention with separate q, k, v projections, shaped like ``nn.MultiheadAttention``.
 
     d_model: width of the tokens; num_heads: how many heads share it (d_head = d_model / num_heads).
+    Self-attention: ``mha(x, x, x)``. Cross-attention: ``mha(y, x, x)``, queries from one sequence
+    y [B, N, d_model], keys and values from another x [B, M, d_model], weights [B, H, N, M].
     ``MultiHeadAttention.from_torch(mha)`` copies the weights of an ``nn.MultiheadAttention``.
     """
 

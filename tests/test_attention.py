@@ -212,3 +212,21 @@ def test_sinusoidal_errors():
         sinusoidal_positional_encoding(0, 8)
     with pytest.raises(ValueError, match="d_model=-2"):
         sinusoidal_positional_encoding(5, -2)
+
+
+# --- cross-attention: queries from one sequence, keys and values from another --------------------
+
+def test_cross_attention_is_rectangular_and_matches_torch_with_a_key_padding_mask():
+    ref, mine = pair(d_model=8, heads=2, seed=3)
+    target, source = rand(2, 4, 8, seed=1), rand(2, 6, 8, seed=2)  # N = 4 queries, M = 6 keys and values
+    keep = torch.tensor([[True] * 6, [True] * 3 + [False] * 3])       # source 2 is 3 tokens + 3 pads
+    out, w = mine(target, source, source, keep[:, None, None, :])
+    ref_out, ref_w = ref(target, source, source, key_padding_mask=~keep, average_attn_weights=False)
+    assert out.shape == (2, 4, 8) and w.shape == (2, 2, 4, 6)       # one output per query, weights N x M
+    assert torch.allclose(out, ref_out, atol=1e-12) and torch.allclose(w, ref_w, atol=1e-12)
+    assert torch.allclose(w.sum(-1), torch.ones((), dtype=DT)) and torch.all(w[1, :, :, 3:] == 0)
+    # the same heads with F.scaled_dot_product_attention, from the projections
+    split = lambda t: t.view(2, -1, 2, 4).transpose(1, 2)              # [B, H, length, d_head]
+    q, k, v = split(mine.q_proj(target)), split(mine.k_proj(source)), split(mine.v_proj(source))
+    heads = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :])
+    assert torch.allclose(mine.out_proj(heads.transpose(1, 2).reshape(2, 4, 8)), out, atol=1e-12)
