@@ -19,7 +19,7 @@ import torch
 from .config import fast_or
 from .bench import count_parameters
 from .data import get_loaders
-from .scorers import (CLASSES, DATASET, SIDE, credit, patchify_cases, score_attention,  # noqa: F401
+from .scorers import (CLASSES, DATASET, SIDE, credit, patches, patchify_cases, score_attention,  # noqa: F401
                       score_comparison, score_config, score_confusion_totals, score_data, score_patchify,
                       score_training, show)
 from .train import evaluate
@@ -68,7 +68,7 @@ def training_targets() -> tuple[dict, dict]:
 
 def tokens(patch_size: int) -> int:
     """Tokens a homework ViT reads with ``patch_size``: its patches and CLS."""
-    return (SIDE // patch_size) ** 2 + 1
+    return patches(patch_size) + 1
 
 
 # --- checks the notebook calls: run the answer, score it, print feedback ----------------------------

@@ -31,6 +31,11 @@ MAX_DEPTH = 64  # layers a homework ViT may have (more only slows the checks dow
 OPS_FACTOR = 4  # a homework ViT may do at most this many times the CNN's operations per image
 
 
+def patches(patch_size: int) -> int:
+    """Patches of a homework image (SIDE x SIDE pixels) cut with ``patch_size``."""
+    return (SIDE // patch_size) ** 2
+
+
 def _on_meta(kind: str, **settings) -> nn.Module:
     """A homework model built on the meta device: shapes only, no memory for its weights, so any
     settings are safe to try."""
@@ -178,9 +183,9 @@ def vit_problem(config, count_ops=None) -> str | None:
         vit = _on_meta("vit", **config)
     except Exception as error:  # the learner's settings: any failure is feedback, not a crash
         return f"build_model('vit', 'fashion_mnist', **vit_config) failed: {type(error).__name__}: {show(str(error), 200)}"
-    patches, params = (SIDE // config["patch_size"]) ** 2, count_parameters(vit)
-    if patches < MIN_PATCHES:
-        return f"{patches} patches is fewer than {MIN_PATCHES}: choose a smaller patch_size"
+    n, params = patches(config["patch_size"]), count_parameters(vit)
+    if n < MIN_PATCHES:
+        return f"{n} patches is fewer than {MIN_PATCHES}: choose a smaller patch_size"
     if params > PARAM_BUDGET:
         return f"{params:,} parameters is over the budget of {PARAM_BUDGET:,}"
     if count_ops is not None:
@@ -202,13 +207,13 @@ def score_config(config, n_patches, count_ops=None) -> dict:
     if problem and (not isinstance(config, dict) or not isinstance(config.get("patch_size"), int)
                     or "failed" in problem):
         return credit(0, [problem])
-    patches = (SIDE // config["patch_size"]) ** 2
+    n = patches(config["patch_size"])
     earned, feedback = 0, [problem] if problem else []
     if not problem:
         earned += 1
         params = count_parameters(_on_meta("vit", **config))
-        feedback.append(f"valid: {patches} patches, {params:,} parameters")
-    if isinstance(n_patches, int) and not isinstance(n_patches, bool) and n_patches == patches:
+        feedback.append(f"valid: {n} patches, {params:,} parameters")
+    if isinstance(n_patches, int) and not isinstance(n_patches, bool) and n_patches == n:
         earned += 1
     else:
         feedback.append(f"n_patches={show(n_patches)} is not the number of patches of your configuration")
