@@ -7,6 +7,8 @@ One module per idea:
 - ``coursekit.tensordata`` datasets decoded once into cached tensors; whole-batch augmentation
 - ``coursekit.models``    the CNN, ViT, DeepViT and hybrid models of the course
 - ``coursekit.train``     ``fit`` and ``evaluate``
+- ``coursekit.recipes``   how notebook 03 trains its CNN and ViT: ``RECIPES``
+- ``coursekit.weights``   the course's trained weights: load, save, ``python -m coursekit.weights``
 - ``coursekit.bench``     parameter counts, inference time, markdown tables
 - ``coursekit.attention`` attention written from the formula
 - ``coursekit.viz``       attention maps, rollout and the attention explorer
