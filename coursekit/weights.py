@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors.torch import load as load_tensors
 from safetensors.torch import save_file
 
 from . import bench, config, reproduce
@@ -94,35 +94,41 @@ def save(model: torch.nn.Module, path, info: dict, dtype: str = "fp32") -> str:
     return sha256(path)
 
 
-def check(path, expected: str) -> None:
-    """Raise :class:`WeightsError` naming the file and the fix unless its sha256 is ``expected``."""
+def check(path, expected: str) -> bytes:
+    """The bytes of the file at ``path``; :class:`WeightsError` naming the file and the fix unless
+    their sha256 is ``expected``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: not found. The course's weights live in its repository's weights/ folder: "
             "use a clone of the course (git clone), or train them: python -m coursekit.weights --train 03")
-    actual = sha256(path)
+    data = path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
         raise WeightsError(
             f"{path}: sha256 is {actual}, expected {expected}: the file is damaged or was changed. "
             f"Restore it with `git checkout -- weights/{path.name}` (or fetch the course again), "
             f"or train it again: python -m coursekit.weights --train {path.name[:2]}")
+    return data
 
 
 def read(path, expected: str | None = None) -> tuple[dict, dict]:
     """``(state_dict, info)`` of a file written by :func:`save`; floats come back as fp32.
 
-    ``expected``: its sha256, checked before the file is read as tensors.
+    ``expected``: its sha256, checked on the bytes that are then read as tensors (read once).
     """
     path = Path(path)
     if expected is not None:
-        check(path, expected)
-    elif not path.is_file():
+        data = check(path, expected)
+    elif path.is_file():
+        data = path.read_bytes()
+    else:
         raise FileNotFoundError(f"{path}: not found; save a model there first (weights.save)")
     try:
-        with safe_open(path, framework="pt") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
+        state = load_tensors(data)
+        # the format: 8 bytes (little-endian header length), then a JSON header holding __metadata__
+        size = int.from_bytes(data[:8], "little")
+        meta = json.loads(data[8:8 + size]).get("__metadata__") or {}
     except Exception as error:  # safetensors raises its own error types for a malformed file
         raise WeightsError(f"{path}: not a readable safetensors file ({error}); write it again "
                            "with coursekit.weights.save") from error
