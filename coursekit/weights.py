@@ -229,7 +229,6 @@ def use_grid(out) -> list[dict]:
     return reproduce.write_results(out)
 
 
-
 def test_accuracy(model: torch.nn.Module, info: dict, subset: int | None = None, device="cpu",
                   download: bool = True) -> float:
     """Test accuracy (%) of ``model`` on its dataset's test set, evaluated as ``info["test_acc"]`` was.
@@ -249,8 +248,8 @@ def pack(model: torch.nn.Module, info: dict, out=None) -> tuple[Path, str]:
 
     Measures the test accuracy with the weights as trained (fp32) and rounded to fp16; stores fp16
     when the two differ by at most ``FP16_TOLERANCE`` points, else fp32. ``info["test_acc"]`` is the
-    stored weights' accuracy, measured with :func:`test_accuracy` after reading the file back.
-    Returns ``(path, sha256)``.
+    stored weights' accuracy, measured with :func:`test_accuracy` after reading the file back;
+    ``model`` is left holding those weights. Returns ``(path, sha256)``.
     """
     subset = 512 if info["fast_mode"] else None  # fast mode (CI): a few test images
     fp32 = test_accuracy(model, info, subset)
@@ -265,7 +264,7 @@ def pack(model: torch.nn.Module, info: dict, out=None) -> tuple[Path, str]:
     state, _ = read(path)
     model.load_state_dict(state)  # what a learner loads: measure exactly that
     info["test_acc"] = round(test_accuracy(model, info, subset), 2)
-    digest = save(model if dtype == "fp32" else half, path, info, dtype)
+    digest = save(model, path, info, dtype)
     print(f"{path}: {dtype}, test accuracy {info['test_acc']:.2f}% (fp32 {fp32:.2f}%, fp16 {fp16:.2f}%), "
           f"{path.stat().st_size / 1e6:.2f} MB")
     return path, digest
