@@ -22,11 +22,8 @@ import torch
 
 from coursekit.data import get_loaders
 from coursekit.models import build_model
+from coursekit.recipes import VIT_SETTINGS  # notebook 03's small ViT: 16 patches of 7x7 (--patch-size 4: 49)
 from coursekit.train import evaluate, fit
-
-# notebook 03's small ViT: 16 patches of 7x7 (patch_size=4 gives 49 patches)
-VIT_SETTINGS = dict(patch_size=7, dim=96, depth=6, heads=4, dim_head=24, mlp_dim=192,
-                    dropout=0.0, emb_dropout=0.0)
 
 
 def main(argv=None) -> dict:

@@ -11,6 +11,7 @@ down: ``viz.AttentionExplorer`` fetches the explorer.
 - ``coursekit.data``       train/validation/test splits and loaders (MNIST, Fashion-MNIST, CIFAR-10/100)
 - ``coursekit.models``     the CNN, ViT, DeepViT and hybrid models of the course
 - ``coursekit.train``      ``fit`` and ``evaluate``
+- ``coursekit.recipes``    how notebook 03 trains its CNN and ViT: ``RECIPES``
 - ``coursekit.bench``      parameter counts, inference time, markdown tables
 - ``coursekit.attention``  attention written from the formula
 - ``coursekit.sequence``   notebook 02's digit-reversal task: a tiny encoder-decoder transformer
@@ -20,6 +21,7 @@ down: ``viz.AttentionExplorer`` fetches the explorer.
 - ``coursekit.scorers``    how a homework answer is scored (checks only: none computes an answer)
 - ``coursekit.homework``   the homework's data, points and the checks its notebook calls
 - ``coursekit.reproduce``  the results table of notebook 05: ``python -m coursekit.reproduce``
+- ``coursekit.weights``    the course's trained weights: load, save, ``python -m coursekit.weights``
 
 The instructor's grader (not in the student edition):
 

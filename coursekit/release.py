@@ -9,7 +9,8 @@ Usage::
 The repository is the source of truth and holds the answers: the reference solution in
 ``notebooks/solutions/``, the recipe search in ``benchmarks/``, measured results in README.md.
 The release copies what students need (the notebooks with the student homework, ``coursekit``
-with its in-notebook checks, the figures, the benchmarks, the install files) and leaves the rest
+with its in-notebook checks, the figures, the benchmarks, the install files, the trained weights of
+notebooks 03 and 05 (the homework ships none: they would be an answer)) and leaves the rest
 out, the grader and its task registry included (they compute what answers are checked against):
 
 - in the solution notebook's code cells, the lines from ``### BEGIN SOLUTION`` to
@@ -41,7 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = ROOT / "notebooks" / "solutions"
 HOMEWORK = "04_fashion_mnist_homework.ipynb"
 COPIED = ["README.md", "requirements.txt", "pyproject.toml", "conftest.py", ".gitignore",
-          "coursekit/*.py", "notebooks/*.ipynb", "imgs/*", "benchmarks/*.py", "benchmarks/results/*"]
+          "coursekit/*.py", "notebooks/*.ipynb", "imgs/*", "benchmarks/*.py", "benchmarks/results/*",
+          "weights/03_*.safetensors", "weights/05_*.safetensors"]  # notebooks 03 and 05 only: never the homework's
 LEFT_OUT = [*(f"coursekit/{module}" for module in GRADER_ONLY), "benchmarks/grade_workers.py",
             "notebooks/solutions/*", "benchmarks/homework_recipes*", "benchmarks/results/homework_recipes_*"]
 MARKDOWN_ANSWER = re.compile(r"<!-- BEGIN SOLUTION -->.*?<!-- END SOLUTION -->", re.S)

@@ -99,6 +99,10 @@ MODEL_PRESETS = {
         # 12 epochs at lr 1e-3 and 50.9% in 15 at 2e-3 (1-thread pilots), 48.6% in 12 at 2e-3
         # (notebook 05's earlier run)
         ("cifar10", "deepvit"): dict(lr=1e-3),
+        # the hybrid reaches the 80% aim in 20 epochs, not 12: `python -m coursekit.reproduce --grid
+        # cpu --datasets cifar10 --models hybrid --epochs 20` gave 81.97% test accuracy in 905 s on
+        # 2 threads (79.65% in 12 epochs)
+        ("cifar10", "hybrid"): dict(epochs=20),
     },
 }
 

@@ -17,6 +17,7 @@ import pytest
 
 from coursekit import release as rel
 from coursekit import tasks as registry
+from coursekit import weights
 from coursekit.config import data_root
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,9 +80,22 @@ def test_the_edition_holds_no_answers(edition):
     assert "Reference answer" not in "\n".join(c.source for c in homework.cells)
     for name in ("01_attention.ipynb", "02_positional_encoding.ipynb", "03_vit_mnist.ipynb", "05_hybrid_cifar.ipynb"):
         assert (edition / "notebooks" / name).read_bytes() == (ROOT / "notebooks" / name).read_bytes()
+    # notebooks 03 and 05 load the course's trained weights; the homework's would be an answer
+    shipped = {f"weights/{name}" for name in weights.SHIPPED}
+    assert {f for f in files if f.startswith("weights/")} == shipped
+    for f in shipped:
+        assert (edition / f).read_bytes() == (ROOT / f).read_bytes()
     with zipfile.ZipFile(f"{edition}.zip") as archive:
         zipped = {n.split("/", 1)[1] for n in archive.namelist() if not n.endswith("/")}
     assert zipped == files
+
+
+def test_the_release_copies_notebook_03_and_05_weights_and_never_the_homeworks(tmp_path):
+    (tmp_path / "weights").mkdir()
+    for name in ("03_mnist_vit", "04_fashion_vit", "05_cpu_cifar10_hybrid", "fashion_mnist_vit"):
+        (tmp_path / "weights" / f"{name}.safetensors").write_bytes(b"weights")
+    assert [str(p) for p in rel.files_to_copy(tmp_path)] == [
+        "weights/03_mnist_vit.safetensors", "weights/05_cpu_cifar10_hybrid.safetensors"]
 
 
 def test_a_release_that_would_leak_an_answer_is_refused(tmp_path):

@@ -142,6 +142,9 @@ def test_grid_presets_outside_fast_mode(monkeypatch):
     assert reproduce.RunSettings.for_mode("cpu", "cifar10", "vit") == cpu
     assert reproduce.RunSettings.for_mode("cpu", "cifar10", "deepvit", lr=3e-3).lr == 3e-3
     assert reproduce.RunSettings.for_mode("cpu", "mnist", "deepvit").lr == 2e-3
+    # the hybrid trains 20 epochs on CIFAR-10 (issue #20's measurement), 4 on MNIST like its column
+    assert reproduce.RunSettings.for_mode("cpu", "cifar10", "hybrid") == dataclasses.replace(cpu, epochs=20)
+    assert reproduce.RunSettings.for_mode("cpu", "mnist", "hybrid").epochs == 4
     assert reproduce.RunSettings.for_mode("reference", "cifar10") == reproduce.RunSettings()
     with pytest.raises(ValueError, match="unknown grid 'gpu'; known grids: reference, cpu"):
         reproduce.RunSettings.for_mode("gpu", "mnist")

@@ -197,7 +197,8 @@ def test_widget_outputs_read_as_text(site):
     for absent in ("application/vnd.jupyter.widget", "require.min.js", "@jupyter-widgets", "embed-amd"):
         assert absent not in every, absent
     nb03 = page_text(site / "notebooks" / "03_vit_mnist.html")
-    assert "training: 100%|██████████| 2110/2110" in nb03 and "0%|          |" not in nb03
+    # notebook 03 loads the course's weights (no training bar); notebook 05's run shows its bars
+    assert "0%|          |" not in nb03
     assert "the kernel-free view below works on this page" in nb03
     assert "pairs: 100%|██████████| 8/8" in page_text(site / "notebooks" / "05_hybrid_cifar.html")
 

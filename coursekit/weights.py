@@ -1,0 +1,371 @@
+"""The course's trained weights: one ``.safetensors`` file per model, its sha256 pinned here.
+
+Notebooks 03 and 05 load these files instead of training (seconds instead of minutes); the
+homework (04) ships none, since trained weights would be an answer. Every file carries, in its
+safetensors metadata, how it was made: recipe, data, device, threads, time, and its test accuracy.
+``load`` checks a shipped file's sha256 before reading a byte of it as tensors.
+
+One command trains them with the notebooks' own recipes and writes the files::
+
+    python -m coursekit.weights --train 03 --runs runs/weights   # notebook 03's CNN and ViT
+    python -m coursekit.weights --train 05 --runs runs/weights   # notebook 05's CPU grid
+    python -m coursekit.weights --check                          # every file against its hash
+
+Training is kept in ``--runs`` as it finishes (a rerun skips what is done); the command then writes
+``weights/<name>.safetensors`` and prints the ``SHIPPED`` table to paste below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save_file
+
+from . import bench, config, reproduce
+from .data import get_loaders, source_of, uses_stand_in
+from .models import KINDS, build_model
+from .recipes import RECIPES
+from .files import save_atomically
+from .train import History, evaluate, fit
+
+ROOT = Path(__file__).resolve().parent.parent
+FOLDER = ROOT / "weights"  # the shipped files
+GRID = "cpu"  # notebook 05's shipped grid
+GRID_DATASETS = ("mnist", "cifar10")
+NOTEBOOKS = {  # notebook -> the names of its shipped files (weights/<name>.safetensors)
+    "03": [f"03_{name}" for name in RECIPES],
+    "05": [f"05_{GRID}_{d}_{m}" for d in GRID_DATASETS for m in KINDS],
+}
+FP16_TOLERANCE = 0.1  # points of test accuracy fp16 storage may cost; more, and the file stays fp32
+
+# file -> sha256, as `python -m coursekit.weights --train ...` printed it
+SHIPPED: dict[str, str] = {
+    "03_mnist_cnn.safetensors": "3518e80f65b4988df1e69cf80fc12e2ec5790a289ab4ee9ffac2bccb1f057441",
+    "03_mnist_vit.safetensors": "2c64c4fad2fb04f5486a1cd0cdfd9495b86eb3f95c00d717de4a294f45fe1f40",
+}
+
+
+class WeightsError(ValueError):
+    """A weights file is damaged, changed, or not the course's."""
+
+
+def sha256(path) -> str:
+    """The sha256 of the file at ``path``, as hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def path_of(name: str, folder=None) -> Path:
+    """``folder/<name>.safetensors`` (``folder`` defaults to the course's ``weights/``)."""
+    return Path(folder or FOLDER) / f"{name}.safetensors"
+
+
+def save(model: torch.nn.Module, path, info: dict, dtype: str = "fp32") -> str:
+    """Write ``model``'s weights and ``info`` (JSON-able) to ``path``, atomically; return its sha256.
+
+    ``dtype="fp16"`` stores floating-point tensors in half precision (half the size); integer
+    tensors (e.g. batch norm's step counter) stay as they are. ``load`` gives fp32 back.
+    """
+    if dtype not in ("fp32", "fp16"):
+        raise ValueError(f"dtype={dtype!r}: use 'fp32' or 'fp16'")
+    half = dtype == "fp16"
+    tensors = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+               for k, v in model.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"coursekit": json.dumps({**info, "dtype": dtype})})
+        os.chmod(tmp, 0o644)  # mkstemp made it private; weights are for everyone to read
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return sha256(path)
+
+
+def check(path, expected: str) -> bytes:
+    """The bytes of the file at ``path``; :class:`WeightsError` naming the file and the fix unless
+    their sha256 is ``expected``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: not found. The course's weights live in its repository's weights/ folder: "
+            "use a clone of the course (git clone), or train them: python -m coursekit.weights --train 03")
+    data = path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise WeightsError(
+            f"{path}: sha256 is {actual}, expected {expected}: the file is damaged or was changed. "
+            f"Restore it with `git checkout -- weights/{path.name}` (or fetch the course again), "
+            f"or train it again: python -m coursekit.weights --train {path.name[:2]}")
+    return data
+
+
+def read(path, expected: str | None = None) -> tuple[dict, dict]:
+    """``(state_dict, info)`` of a file written by :func:`save`; floats come back as fp32.
+
+    ``expected``: its sha256, checked on the bytes that are then read as tensors (read once).
+    """
+    path = Path(path)
+    if expected is not None:
+        data = check(path, expected)
+    elif path.is_file():
+        data = path.read_bytes()
+    else:
+        raise FileNotFoundError(f"{path}: not found; save a model there first (weights.save)")
+    try:
+        state = load_tensors(data)
+        # the format: 8 bytes (little-endian header length), then a JSON header holding __metadata__
+        size = int.from_bytes(data[:8], "little")
+        meta = json.loads(data[8:8 + size]).get("__metadata__") or {}
+    except Exception as error:  # safetensors raises its own error types for a malformed file
+        raise WeightsError(f"{path}: not a readable safetensors file ({error}); write it again "
+                           "with coursekit.weights.save") from error
+    if "coursekit" not in meta:
+        raise WeightsError(f"{path}: has no coursekit metadata, so it is not a file "
+                           "coursekit.weights.save wrote; save the model with it")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    return state, json.loads(meta["coursekit"])
+
+
+def load(name: str, folder=None, device="cpu") -> tuple[torch.nn.Module, dict]:
+    """``(model, info)``: the model ``name`` built as it was trained, with the file's weights, in eval mode.
+
+    Without ``folder`` it is one of the course's shipped files (``SHIPPED``), hash checked; with
+    it, your own file ``folder/<name>.safetensors`` (written by :func:`save`), e.g. on Drive.
+    ``info``: how it was made (``info["history"]``: :func:`history` turns it into a ``History``).
+    """
+    path = path_of(name, folder)
+    if folder is None and path.name not in SHIPPED:
+        known = ", ".join(p.removesuffix(".safetensors") for p in SHIPPED) or "none yet"
+        raise ValueError(f"{name!r} is not one of the course's weights ({known})")
+    state, info = read(path, None if folder is not None else SHIPPED[path.name])
+    b = info["build"]
+    model = build_model(b["kind"], b["dataset"], b["grid"], **b["overrides"])
+    model.load_state_dict(state)
+    return model.to(device).eval(), info
+
+
+def history(info: dict) -> History:
+    """The training history stored with a weights file, as ``fit`` returned it."""
+    return History(**info["history"])
+
+
+def describe(info: dict) -> str:
+    """One line: how a weights file was made, from its metadata."""
+    line = (f"trained by `{info['command']}` on {info['machine']}, {info['device']}, in "
+            f"{info['train_time_s'] / 60:.1f} min ({info['date']}); {info['data']}; stored in {info['dtype']}")
+    if info.get("test_acc") is not None:
+        line += f"; test accuracy {info['test_acc']:.2f}%"
+    if info.get("note"):
+        line += f"; {info['note']}"
+    return line + (" (FAST MODE: not a real result)" if info.get("fast_mode") else "")
+
+
+def folder_for(choice) -> Path | None:
+    """A notebook's ``WEIGHTS`` choice: ``None`` for "course" or "train", else the folder it names.
+
+    The folder is where a learner keeps what they train (on Colab, in Google Drive: mounted here
+    first); it is created if needed.
+    """
+    if choice in ("course", "train"):
+        return None
+    if not isinstance(choice, (str, os.PathLike)) or not str(choice).strip():
+        raise ValueError(f'WEIGHTS={choice!r}: use "course", "train", or a folder such as '
+                         '"/content/drive/MyDrive/attention-course"')
+    path = Path(choice).expanduser()
+    if "google.colab" in sys.modules and str(path).startswith("/content/drive"):
+        from google.colab import drive  # noqa: PLC0415  (only on Colab)
+        drive.mount("/content/drive")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def recipe_info(name: str, key: str, history: History, train_time_s: float, data: str, device,
+                command: str, note: str = "") -> dict:
+    """The metadata of notebook 03's model ``RECIPES[key]``, trained as ``history`` says, for :func:`save`."""
+    r = RECIPES[key]
+    return dict(name=name, notebook="03", build=dict(kind=r.kind, dataset=r.dataset, grid="reference",
+                                                     overrides=r.model),
+                recipe=r.as_dict(), history=history.as_dict(), train_time_s=round(train_time_s, 1),
+                data=data, command=command, eval_precision=history.precision, note=note,
+                date=datetime.date.today().isoformat(), fast_mode=config.is_fast(), **_made_on(device))
+
+
+def use_grid(out) -> list[dict]:
+    """Put the course's CPU grid into ``out`` as ``coursekit.reproduce`` writes it; return its rows.
+
+    Each shipped pair's record (row, history, settings) and its weights go to ``out/pairs/``, so
+    ``reproduce.load_pairs(out)`` and the ``.pt`` files work as after training; the results table
+    and figure are rebuilt (``reproduce.write_results``).
+    """
+    missing = [name for name in NOTEBOOKS["05"] if path_of(name).name not in SHIPPED]
+    if missing:
+        raise FileNotFoundError(
+            f"the course does not ship notebook 05's trained weights yet ({', '.join(missing)} missing): "
+            'set WEIGHTS = "train" to train the grid, or make the files with '
+            "python -m coursekit.weights --train 05")
+    for name in NOTEBOOKS["05"]:
+        model, info = load(name)
+        print(f"{name}: {describe(info)}")
+        path = reproduce.pair_path(out, info["build"]["kind"], info["build"]["dataset"])
+        save_atomically(model.state_dict(), path.with_suffix(".pt"))
+        save_atomically(json.dumps(info["record"], indent=1), path)
+    return reproduce.write_results(out)
+
+
+def test_accuracy(model: torch.nn.Module, info: dict, subset: int | None = None, device="cpu",
+                  download: bool = True) -> float:
+    """Test accuracy (%) of ``model`` on its dataset's test set, evaluated as ``info["test_acc"]`` was.
+
+    ``subset``: at most that many test images (fast mode); ``None``: the whole test set.
+    """
+    dataset = info["build"]["dataset"]
+    _, _, test = get_loaders(dataset, batch_size=256, subset=subset, download=download)
+    if uses_stand_in(test):
+        raise FileNotFoundError(f"{dataset}: only generated stand-in images are here, not the real "
+                                "test set; set COURSEKIT_DATA to the course's data folder")
+    return 100 * evaluate(model, test, device, info["eval_precision"])["acc"]
+
+
+def pack(model: torch.nn.Module, info: dict, out=None) -> tuple[Path, str]:
+    """Write a trained ``model`` to ``out/<info["name"]>.safetensors``, in fp16 if that keeps its accuracy.
+
+    Measures the test accuracy with the weights as trained (fp32) and rounded to fp16; stores fp16
+    when the two differ by at most ``FP16_TOLERANCE`` points, else fp32. ``info["test_acc"]`` is the
+    stored weights' accuracy, measured with :func:`test_accuracy` after reading the file back;
+    ``model`` is left holding those weights. Returns ``(path, sha256)``.
+    """
+    subset = 512 if info["fast_mode"] else None  # fast mode (CI): a few test images
+    fp32 = test_accuracy(model, info, subset)
+    half = copy.deepcopy(model)
+    half.load_state_dict({k: v.half().float() if v.is_floating_point() else v
+                          for k, v in model.state_dict().items()})
+    fp16 = test_accuracy(half, info, subset)
+    dtype = "fp16" if abs(fp16 - fp32) <= FP16_TOLERANCE else "fp32"
+    info = {**info, "test_acc_fp32": round(fp32, 2), "test_acc_fp16": round(fp16, 2)}
+    path = path_of(info["name"], out)
+    save(model, path, {**info, "test_acc": None}, dtype)
+    state, _ = read(path)
+    model.load_state_dict(state)  # what a learner loads: measure exactly that
+    info["test_acc"] = round(test_accuracy(model, info, subset), 2)
+    digest = save(model, path, info, dtype)
+    print(f"{path}: {dtype}, test accuracy {info['test_acc']:.2f}% (fp32 {fp32:.2f}%, fp16 {fp16:.2f}%), "
+          f"{path.stat().st_size / 1e6:.2f} MB")
+    return path, digest
+
+
+def _made_on(device) -> dict:
+    threads = torch.get_num_threads()
+    return {"machine": bench.environment(), "device": f"{torch.device(device).type} ({threads} threads)",
+            "threads": threads, "torch": torch.__version__}
+
+
+def train_03(runs, out=None, device="cpu", note: str = "") -> dict[str, str]:
+    """Train notebook 03's models by ``RECIPES`` (kept in ``runs/03``), write their files; ``{file: sha256}``."""
+    fast = config.is_fast()
+    hashes = {}
+    for key, r in RECIPES.items():
+        name, record_path = f"03_{key}", Path(runs) / "03" / f"{key}.json"
+        train, val, _ = get_loaders(r.dataset, batch_size=r.batch_size, augment=r.augment, seed=r.seed,
+                                    subset=512 if fast else None)
+        model = r.build()
+        record = json.loads(record_path.read_text()) if record_path.exists() else None
+        if record and record["recipe"] == r.as_dict() and record["fast"] == fast:
+            model.load_state_dict(torch.load(record_path.with_suffix(".pt"), map_location="cpu"))
+        else:
+            start = time.perf_counter()
+            h = fit(model, train, val, epochs=1 if fast else r.epochs, lr=r.lr, seed=r.seed,
+                    label_smoothing=r.label_smoothing, device=device, max_steps=2 if fast else None)
+            if h.interrupted:
+                raise KeyboardInterrupt(f"{name} interrupted; nothing recorded for it")
+            record = dict(recipe=r.as_dict(), history=h.as_dict(), fast=fast,
+                          train_time_s=round(time.perf_counter() - start, 1),
+                          data=f"{source_of(train)}: {len(train.dataset):,} training / "
+                               f"{len(val.dataset):,} validation images",
+                          date=datetime.date.today().isoformat(), **_made_on(device))
+            save_atomically(model.state_dict(), record_path.with_suffix(".pt"))
+            save_atomically(json.dumps(record, indent=1), record_path)
+        info = recipe_info(name, key, History(**record["history"]), record["train_time_s"], record["data"],
+                           device, "python -m coursekit.weights --train 03", note)
+        info.update({k: record[k] for k in ("date", "machine", "device", "threads", "torch")})  # as trained
+        path, hashes[path.name] = pack(model.cpu(), info, out)
+    return hashes
+
+
+def train_05(runs, out=None, device="cpu", note: str = "") -> dict[str, str]:
+    """Train notebook 05's CPU grid with ``coursekit.reproduce`` (kept in ``runs/05_cpu``), write its files."""
+    folder = Path(runs) / f"05_{GRID}"
+    reproduce.reproduce(GRID_DATASETS, KINDS, out=folder, grid=GRID, device=device)
+    hashes = {}
+    for d in GRID_DATASETS:
+        for m in KINDS:
+            pair = reproduce.pair_path(folder, m, d)
+            record = json.loads(pair.read_text())
+            model = build_model(m, d, GRID)
+            model.load_state_dict(torch.load(pair.with_suffix(".pt"), map_location="cpu"))
+            row = record["row"]
+            made = datetime.datetime.fromtimestamp(pair.stat().st_mtime, datetime.timezone.utc)
+            info = dict(name=f"05_{GRID}_{d}_{m}", notebook="05",
+                        build=dict(kind=m, dataset=d, grid=GRID, overrides={}),
+                        command=f"python -m coursekit.reproduce --grid {GRID} --datasets {','.join(GRID_DATASETS)}",
+                        eval_precision=row["precision"], note=note, recipe=record["settings"],
+                        history=record["history"], train_time_s=row["train_time_s"],
+                        data=row["data"], date=made.date().isoformat(), record=record,
+                        fast_mode=record["settings"]["fast"], **_made_on(device))
+            info["device"] = row["device"]  # the threads it trained on
+            path, hashes[path.name] = pack(model, info, out)
+    return hashes
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m coursekit.weights", description=__doc__.split("\n")[0])
+    p.add_argument("--train", choices=sorted(NOTEBOOKS), action="append", default=[],
+                   help="train (or resume) and write one notebook's weights; may be repeated")
+    p.add_argument("--runs", default="runs/weights", help="where training is kept (default: runs/weights)")
+    p.add_argument("--out", default=None, help="where the files go (default: the course's weights/)")
+    p.add_argument("--note", default="", help="a remark stored with every file, e.g. the machine was shared")
+    p.add_argument("--check", action="store_true", help="check every shipped file against its sha256")
+    p.add_argument("--fast", action="store_true", help="CI mode: a few steps on tiny subsets")
+    args = p.parse_args(argv)
+    if args.fast:
+        os.environ[config.FAST_ENV] = "1"
+    if args.check or not args.train:
+        bad = 0
+        for file, expected in SHIPPED.items():
+            try:
+                check(FOLDER / file, expected)
+                print(f"ok  {file}")
+            except (WeightsError, FileNotFoundError) as error:
+                bad += 1
+                print(f"BAD {error}", file=sys.stderr)
+        return 1 if bad else 0
+    device = config.setup(0, "cpu")
+    hashes = {}
+    for notebook in args.train:
+        train = train_03 if notebook == "03" else train_05
+        hashes.update(train(args.runs, args.out, device, args.note))
+    print("\nSHIPPED entries (paste into coursekit/weights.py):")
+    for file, digest in {**SHIPPED, **hashes}.items():
+        print(f'    "{file}": "{digest}",')
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

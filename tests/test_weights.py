@@ -1,0 +1,217 @@
+"""coursekit.weights: the course's trained weights load, their hashes are checked before anything is
+read, a damaged file gives one clear error, and every shipped model reproduces its recorded test
+accuracy on the real test set. Notebook 03 trains and keeps its models in a folder in fast mode."""
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from coursekit import reproduce, weights
+from coursekit.models import build_model
+from coursekit.recipes import RECIPES, VIT_SETTINGS
+from coursekit.train import History
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = sorted(weights.SHIPPED)
+
+
+def names(files):
+    return {f.removesuffix(".safetensors") for f in files}
+
+
+def test_the_weights_folder_holds_exactly_the_pinned_files_and_each_matches_its_hash():
+    on_disk = sorted(p.name for p in weights.FOLDER.iterdir() if p.is_file())
+    assert on_disk == SHIPPED, "every file has a pinned sha256 and every pinned file is there"
+    for file, digest in weights.SHIPPED.items():
+        assert weights.sha256(weights.FOLDER / file) == digest, f"{file}: not the pinned file"
+    assert set(weights.NOTEBOOKS["03"]) <= names(SHIPPED), "notebook 03's CNN and ViT are shipped"
+    assert names(SHIPPED) <= set(weights.NOTEBOOKS["03"]) | set(weights.NOTEBOOKS["05"])
+
+
+def test_the_homework_ships_no_weights():
+    # trained Fashion-MNIST models would be an answer to notebook 04
+    assert sorted(weights.NOTEBOOKS) == ["03", "05"]
+    every = list(weights.SHIPPED) + [p.name for p in weights.FOLDER.iterdir()]
+    assert not [f for f in every if f.startswith("04") or "fashion" in f.lower()]
+
+
+@pytest.mark.parametrize("file", SHIPPED)
+def test_each_shipped_model_reproduces_its_recorded_test_accuracy(file):
+    model, info = weights.load(file.removesuffix(".safetensors"))
+    b = info["build"]
+    expected = build_model(b["kind"], b["dataset"], b["grid"], **b["overrides"])
+    assert type(model) is type(expected) and not model.training
+    assert [(k, v.shape) for k, v in model.state_dict().items()] == \
+        [(k, v.shape) for k, v in expected.state_dict().items()]
+    assert not info["fast_mode"] and info["dtype"] in ("fp16", "fp32")
+    if info["dtype"] == "fp16":  # chosen only where rounding to fp16 kept the accuracy
+        assert abs(info["test_acc_fp16"] - info["test_acc_fp32"]) <= weights.FP16_TOLERANCE
+    try:
+        acc = weights.test_accuracy(model, info, download=False)
+    except FileNotFoundError as error:  # CI has the data (COURSEKIT_DATA); a laptop may not
+        pytest.skip(f"{b['dataset']}'s real test set is not here: {error}")
+    # evaluated as recorded (same precision, the whole test set): 0.05 points is 5 of 10,000 images
+    assert acc == pytest.approx(info["test_acc"], abs=0.05)
+
+
+def test_notebook_03_recipes_are_the_shipped_ones():
+    for key, recipe in RECIPES.items():
+        _, info = weights.load(f"03_{key}")
+        assert info["recipe"] == recipe.as_dict() and info["build"]["overrides"] == recipe.model
+        assert info["command"] == "python -m coursekit.weights --train 03"
+        assert len(info["history"]["train_loss"]) == recipe.epochs
+    assert RECIPES["mnist_vit"].model == VIT_SETTINGS
+    source = (ROOT / "notebooks" / "03_vit_mnist.ipynb").read_text()
+    assert "RECIPES[" in source and "VIT_SETTINGS = RECIPES" in source, "notebook 03 reads the recipes"
+
+
+@pytest.fixture
+def damaged(tmp_path, monkeypatch):
+    """A copy of the weights folder with one shipped file changed by one bit; FOLDER points at it."""
+    if not SHIPPED:
+        pytest.skip("no shipped weights")
+    for file in SHIPPED:
+        (tmp_path / file).write_bytes((weights.FOLDER / file).read_bytes())
+    bad = tmp_path / SHIPPED[0]
+    data = bytearray(bad.read_bytes())
+    data[len(data) // 2] ^= 1  # inside the tensors: safetensors alone would not notice
+    bad.write_bytes(bytes(data))
+    monkeypatch.setattr(weights, "FOLDER", tmp_path)
+    return bad
+
+
+def test_a_damaged_file_gives_an_error_naming_the_file_both_hashes_and_the_fix(damaged):
+    with pytest.raises(weights.WeightsError) as error:
+        weights.load(damaged.stem)
+    message = str(error.value)
+    assert str(damaged) in message
+    assert weights.SHIPPED[damaged.name] in message and weights.sha256(damaged) in message
+    assert f"git checkout -- weights/{damaged.name}" in message
+    assert f"python -m coursekit.weights --train {damaged.name[:2]}" in message
+
+
+def test_the_check_command_reports_a_damaged_file_in_one_line(damaged, capsys):
+    assert weights.main(["--check"]) == 1
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and err.startswith(f"BAD {damaged}") and "Traceback" not in err
+    assert out.count("ok  ") == len(SHIPPED) - 1
+
+
+def test_a_missing_file_says_where_the_weights_come_from(damaged):
+    damaged.unlink()
+    with pytest.raises(FileNotFoundError, match="git clone.*--train"):
+        weights.load(damaged.stem)
+
+
+def test_an_unknown_name_lists_the_course_weights():
+    with pytest.raises(ValueError, match="'04_fashion_vit' is not one of the course's weights"):
+        weights.load("04_fashion_vit")
+
+
+def test_save_and_read_round_trip_in_fp32_and_fp16(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("hybrid", "mnist", "cpu")  # batch norm: an integer step counter too
+    state = model.state_dict()
+    info = {"build": {"kind": "hybrid", "dataset": "mnist", "grid": "cpu", "overrides": {}},
+            "history": History(train_loss=[1.0], best_val_acc=0.5, best_epoch=0).as_dict(), "note": "ünïcode"}
+    fp32, fp16 = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    digest = weights.save(model, fp32, info)
+    assert digest == weights.sha256(fp32)
+    back, meta = weights.read(fp32, digest)
+    assert meta == {**info, "dtype": "fp32"}
+    assert all(torch.equal(back[k], v) and back[k].dtype == v.dtype for k, v in state.items())
+    weights.save(model, fp16, info, dtype="fp16")
+    assert fp16.stat().st_size < 0.6 * fp32.stat().st_size
+    back, meta = weights.read(fp16)
+    assert meta["dtype"] == "fp16"
+    for k, v in state.items():  # floats went through fp16; integers are untouched
+        assert back[k].dtype == v.dtype
+        assert torch.equal(back[k], v.half().float() if v.is_floating_point() else v), k
+    loaded, meta = weights.load("a", tmp_path)  # your own folder: built from the metadata
+    assert type(loaded).__name__ == "Hybrid" and not loaded.training
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
+    assert weights.history(meta).train_loss == [1.0]
+    with pytest.raises(weights.WeightsError, match="expected 0000"):
+        weights.read(fp32, "0" * 64)
+    with pytest.raises(ValueError, match="dtype='bf16'"):
+        weights.save(model, fp32, info, dtype="bf16")
+
+
+def test_files_that_are_not_course_weights_are_refused_clearly(tmp_path):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file")
+    with pytest.raises(weights.WeightsError, match="not a readable safetensors file"):
+        weights.read(junk)
+    from safetensors.torch import save_file
+    save_file({"w": torch.zeros(2)}, tmp_path / "other.safetensors")
+    with pytest.raises(weights.WeightsError, match="no coursekit metadata"):
+        weights.read(tmp_path / "other.safetensors")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        weights.read(tmp_path / "absent.safetensors")
+
+
+def test_the_weights_choice(tmp_path):
+    assert weights.folder_for("course") is None and weights.folder_for("train") is None
+    folder = weights.folder_for(str(tmp_path / "drive" / "03"))
+    assert folder == tmp_path / "drive" / "03" and folder.is_dir()
+    with pytest.raises(ValueError, match='use "course", "train", or a folder'):
+        weights.folder_for("  ")
+
+
+def test_the_command_trains_writes_and_resumes_in_fast_mode(real_root, tmp_path, capsys, monkeypatch):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    assert weights.main(["--train", "03", "--fast", "--runs", str(runs), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for key in RECIPES:
+        file = out / f"03_{key}.safetensors"
+        assert f'"{file.name}": "{weights.sha256(file)}",' in printed  # the table to paste
+        model, info = weights.load(file.stem, out)
+        assert info["fast_mode"] and "FAST MODE" in weights.describe(info)
+        assert info["recipe"] == RECIPES[key].as_dict() and info["threads"] == torch.get_num_threads()
+    # a second run resumes: nothing is trained again
+    monkeypatch.setattr(weights, "fit", lambda *a, **k: pytest.fail("trained again"))
+    assert weights.main(["--train", "03", "--fast", "--runs", str(runs), "--out", str(out)]) == 0
+
+
+def test_the_course_grid_is_written_as_reproduce_writes_it(real_root, tmp_path, monkeypatch, capsys):
+    # notebook 05's "course" path, on one fast-trained pair standing in for the shipped grid
+    monkeypatch.setattr(weights, "GRID_DATASETS", ("mnist",))
+    monkeypatch.setattr(weights, "KINDS", ("cnn",))
+    monkeypatch.setitem(weights.NOTEBOOKS, "05", ["05_cpu_mnist_cnn"])
+    monkeypatch.setattr(weights, "SHIPPED", {})
+    with pytest.raises(FileNotFoundError, match="does not ship notebook 05's trained weights yet.*--train 05"):
+        weights.use_grid(tmp_path / "nothing")
+    hashes = weights.train_05(tmp_path / "runs", tmp_path / "shipped", "cpu")
+    monkeypatch.setattr(weights, "FOLDER", tmp_path / "shipped")
+    monkeypatch.setattr(weights, "SHIPPED", hashes)
+    rows = weights.use_grid(tmp_path / "out")
+    trained = json.loads(reproduce.pair_path(tmp_path / "runs" / "05_cpu", "cnn", "mnist").read_text())
+    assert rows == [trained["row"]] and reproduce.load_pairs(tmp_path / "out") == [trained]
+    assert (tmp_path / "out" / "results.md").exists()
+    state = torch.load(reproduce.pair_path(tmp_path / "out", "cnn", "mnist").with_suffix(".pt"))
+    build_model("cnn", "mnist", "cpu").load_state_dict(state)
+    assert "05_cpu_mnist_cnn: trained by `python -m coursekit.reproduce --grid cpu" in capsys.readouterr().out
+
+
+def test_notebook_03_trains_and_keeps_its_models_in_a_folder(real_root, tmp_path):
+    """The "train" path in fast mode, with a folder: it trains, then saves what the next run loads."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(ROOT / "notebooks" / "03_vit_mnist.ipynb", as_version=4)
+    choice = [c for c in nb.cells if c.source.startswith('WEIGHTS = "course"')]
+    assert len(choice) == 1, "notebook 03 has one choice cell, loading the course's weights by default"
+    keep = tmp_path / "my-weights"
+    choice[0].source = choice[0].source.replace('WEIGHTS = "course"', f"WEIGHTS = {str(keep)!r}", 1)
+    end = next(i for i, c in enumerate(nb.cells) if "## 4. What the ViT gets wrong" in c.source)
+    nb.cells = nb.cells[:end]  # through the results table: what follows is the same on both paths
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "loaded" not in text and "03_mnist_vit: saved to" in text
+    for key in RECIPES:
+        model, info = weights.load(f"03_{key}", keep)
+        assert info["fast_mode"] and info["recipe"] == RECIPES[key].as_dict()
+        assert info["command"] == "notebook 03" and len(info["history"]["val_acc"]) == 1
