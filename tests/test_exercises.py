@@ -1,4 +1,4 @@
-"""The exercise checks of notebooks 01 and 02: each says "not attempted" for the placeholder, passes a
+"""The exercise checks of notebooks 01, 02 and 05: each says "not attempted" for the placeholder, passes a
 right answer and fails a wrong one. The check cells are run as the notebook holds them."""
 
 import contextlib
@@ -12,7 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = {"01": ("01_attention.ipynb", "## 7. Summary"),
-             "02": ("02_positional_encoding.ipynb", "## 5. Positions at work")}
+             "02": ("02_positional_encoding.ipynb", "## 5. Positions at work"),
+             "05": ("05_hybrid_cifar.ipynb", "## 1. What the convolutional stem")}  # no training before
 
 RIGHT = {
     ("01", 1): """
@@ -46,6 +47,15 @@ def pe_norm(d_model):
     return math.sqrt(d_model / 2)
 last_column = "sin"
 """,
+    ("05", 1): """
+def patch_embedding_as_conv(vit):
+    linear, p = vit.to_patch_embedding[2], 4
+    conv = torch.nn.Conv2d(3, linear.out_features, p, stride=p)
+    with torch.no_grad():
+        conv.weight.copy_(linear.weight.view(-1, p, p, 3).permute(0, 3, 1, 2))
+        conv.bias.copy_(linear.bias)
+    return conv
+""",
 }
 
 WRONG = {
@@ -58,6 +68,8 @@ WRONG = {
     ("02", 2): ["def pooled_with_positions(x):\n    return mha(x, x, x)[0].mean(1)\n"],  # no positions
     ("02", 3): [RIGHT["02", 3].replace("d_model / 2", "d_model"),
                 RIGHT["02", 3].replace('"sin"', '"cos"')],
+    ("05", 1): [RIGHT["05", 1].replace("view(-1, p, p, 3).permute(0, 3, 1, 2)", "view(-1, 3, p, p)"),  # (c p1 p2)
+                RIGHT["05", 1].replace("        conv.bias.copy_(linear.bias)\n", "")],              # no bias
 }
 
 
