@@ -1,8 +1,7 @@
 """coursekit: the small support package of the course "Attention, hands on".
 
 One module per idea, each importing only those above it (a dataset name walks down
-``sources`` -> ``tensordata`` -> ``data`` to batches, and never back up). One import still reaches
-down: ``viz.AttentionExplorer`` fetches the explorer.
+``sources`` -> ``tensordata`` -> ``data`` to batches, and never back up).
 
 - ``coursekit.config``     fast mode, the data and cache folders, seeds and the device
 - ``coursekit.files``      the one atomic file writer (caches, checkpoints, results, reports)

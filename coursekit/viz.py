@@ -1,5 +1,5 @@
 """Pictures of attention: maps over images on one colour scale, layer x head grids, rollout,
-relevance, position embeddings, and the explorer (``viz.AttentionExplorer``, in :mod:`coursekit.explorer`).
+relevance and position embeddings (the interactive explorer is :mod:`coursekit.explorer`).
 
 The numbers they draw come from :mod:`coursekit.maps` (attention maps, rollout, gradient rollout);
 its functions are offered here too, so that a notebook needs only ``from coursekit import viz``.
@@ -167,11 +167,3 @@ def figure_png(fig: Figure, dpi: int = 80) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
-
-
-
-def __getattr__(name):  # viz.AttentionExplorer lives in coursekit.explorer
-    if name == "AttentionExplorer":
-        from coursekit.explorer import AttentionExplorer
-        return AttentionExplorer
-    raise AttributeError(f"module 'coursekit.viz' has no attribute {name!r}")

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from torch.nn.modules import module as torch_module
 
 from coursekit import viz
+from coursekit.explorer import AttentionExplorer
 from coursekit.models import build_model
 
 SMALL = dict(dim=32, depth=2, heads=4, dim_head=8, mlp_dim=64)
@@ -245,7 +246,7 @@ def test_plots_return_figures(images):
 
 
 def test_explorer_redraws_fast_without_a_browser(images):
-    explorer = viz.AttentionExplorer(small("vit"), images, labels=torch.tensor([7, 2, 1]))
+    explorer = AttentionExplorer(small("vit"), images, labels=torch.tensor([7, 2, 1]))
     assert explorer.head.description == "head" and explorer.head.max == 4 and explorer.layer.max == 2
     assert explorer.query.max == 49
     times, pictures = [], [explorer.picture.value]
@@ -270,13 +271,13 @@ def test_explorer_redraws_fast_without_a_browser(images):
 
 KERNEL_CODE = """
 import sys, torch
-from coursekit import viz
+from coursekit.explorer import AttentionExplorer
 from coursekit.models import build_model
 import ipywidgets
 print("ipywidgets", ipywidgets.__version__)
 torch.manual_seed(0)
 model = build_model("vit", "mnist", dim=32, depth=1, heads=2, dim_head=8, mlp_dim=32, patch_size=7)
-viz.AttentionExplorer(model, torch.randn(2, 1, 28, 28))
+AttentionExplorer(model, torch.randn(2, 1, 28, 28))
 """
 
 
