@@ -174,26 +174,31 @@ def vit_problem(config, count_ops=None) -> str | None:
     student edition does not have): with it, the operation rule (at most :data:`OPS_FACTOR` times
     the CNN's) is checked too; every check runs on meta-device models, so no setting can cost memory.
     """
+    return _vit_params_and_problem(config, count_ops)[1]
+
+
+def _vit_params_and_problem(config, count_ops=None) -> tuple[int | None, str | None]:
+    """``(parameters or None if it does not build, why it is invalid or None)``: see :func:`vit_problem`."""
     if not isinstance(config, dict) or not isinstance(config.get("patch_size"), int):
-        return f"vit_config must be a dict of settings with an int 'patch_size', got {shape_of(config)}"
+        return None, f"vit_config must be a dict of settings with an int 'patch_size', got {shape_of(config)}"
     depth = config.get("depth", 1)
     if not isinstance(depth, int) or not 0 < depth <= MAX_DEPTH:
-        return f"depth={show(depth)} must be a whole number from 1 to {MAX_DEPTH}"
+        return None, f"depth={show(depth)} must be a whole number from 1 to {MAX_DEPTH}"
     try:
         vit = _on_meta("vit", **config)
     except Exception as error:  # the learner's settings: any failure is feedback, not a crash
-        return f"build_model('vit', 'fashion_mnist', **vit_config) failed: {type(error).__name__}: {show(str(error), 200)}"
+        return None, f"build_model('vit', 'fashion_mnist', **vit_config) failed: {type(error).__name__}: {show(str(error), 200)}"
     n, params = patches(config["patch_size"]), count_parameters(vit)
     if n < MIN_PATCHES:
-        return f"{n} patches is fewer than {MIN_PATCHES}: choose a smaller patch_size"
+        return params, f"{n} patches is fewer than {MIN_PATCHES}: choose a smaller patch_size"
     if params > PARAM_BUDGET:
-        return f"{params:,} parameters is over the budget of {PARAM_BUDGET:,}"
+        return params, f"{params:,} parameters is over the budget of {PARAM_BUDGET:,}"
     if count_ops is not None:
         ops, budget = count_ops(vit), OPS_FACTOR * count_ops(_on_meta("cnn"))
         if ops > budget:
-            return (f"{ops / 1e6:,.1f} M operations per image is over the budget of {budget / 1e6:.1f} M "
-                    f"({OPS_FACTOR} times the CNN's): use fewer patches, a narrower or a shallower model")
-    return None
+            return params, (f"{ops / 1e6:,.1f} M operations per image is over the budget of {budget / 1e6:.1f} M "
+                            f"({OPS_FACTOR} times the CNN's): use fewer patches, a narrower or a shallower model")
+    return params, None
 
 
 def score_config(config, n_patches, count_ops=None) -> dict:
@@ -203,7 +208,7 @@ def score_config(config, n_patches, count_ops=None) -> dict:
     Half for a valid configuration (builds, >= 16 patches, within the parameter budget), half for
     its patch count.
     """
-    problem = vit_problem(config, count_ops)
+    params, problem = _vit_params_and_problem(config, count_ops)
     if problem and (not isinstance(config, dict) or not isinstance(config.get("patch_size"), int)
                     or "failed" in problem):
         return credit(0, [problem])
@@ -211,7 +216,6 @@ def score_config(config, n_patches, count_ops=None) -> dict:
     earned, feedback = 0, [problem] if problem else []
     if not problem:
         earned += 1
-        params = count_parameters(_on_meta("vit", **config))
         feedback.append(f"valid: {n} patches, {params:,} parameters")
     if isinstance(n_patches, int) and not isinstance(n_patches, bool) and n_patches == n:
         earned += 1
