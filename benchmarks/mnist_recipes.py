@@ -22,7 +22,7 @@ import torch
 
 from coursekit.data import get_loaders
 from coursekit.models import build_model
-from coursekit.recipes import VIT_SETTINGS  # notebook 03's small ViT: 16 patches of 7x7 (--patch-size 4: 49)
+from coursekit.runs import settings
 from coursekit.train import evaluate, fit
 
 
@@ -43,15 +43,16 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     train, val, test = get_loaders("mnist", batch_size=128, augment=args.augment, seed=args.seed)
-    settings = {**VIT_SETTINGS, "patch_size": args.patch_size} if args.model == "vit" else {}
-    model = build_model(args.model, "mnist", **settings)
+    # notebook 03's small ViT (16 patches of 7x7; --patch-size 4: 49)
+    sizes = {**settings("notebook03", "mnist", "vit").sizes, "patch_size": args.patch_size} if args.model == "vit" else {}
+    model = build_model(args.model, "mnist", **sizes)
     start = time.perf_counter()
     history = fit(model, train, val, epochs=args.epochs, lr=args.lr, device="cpu", seed=args.seed,
                   label_smoothing=args.label_smoothing, progress=False, precision=args.precision)
     seconds = time.perf_counter() - start
     result = {"device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
               "data": f"MNIST {len(train.dataset)}/{len(val.dataset)}/{len(test.dataset)}",
-              "model": args.model, **({"settings": settings} if settings else {}),
+              "model": args.model, **({"settings": sizes} if sizes else {}),
               "epochs": args.epochs, "lr": args.lr, "label_smoothing": args.label_smoothing,
               "augment": args.augment, "seed": args.seed, "precision": history.precision,
               "best_val_acc": round(100 * history.best_val_acc, 2),

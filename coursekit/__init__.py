@@ -8,9 +8,9 @@ One module per idea, each importing only those above it (a dataset name walks do
 - ``coursekit.sources``    the datasets' facts (``DATASETS``) and reading their files
 - ``coursekit.tensordata`` each split decoded once into cached tensors; whole-batch augmentation
 - ``coursekit.data``       train/validation/test splits and loaders (MNIST, Fashion-MNIST, CIFAR-10/100)
+- ``coursekit.runs``       the one table of run settings: how every model is built and trained
 - ``coursekit.models``     the CNN, ViT, DeepViT and hybrid models of the course
 - ``coursekit.train``      ``fit`` and ``evaluate``
-- ``coursekit.recipes``    how notebook 03 trains its CNN and ViT: ``RECIPES``
 - ``coursekit.bench``      parameter counts, inference time, markdown tables
 - ``coursekit.attention``  attention written from the formula
 - ``coursekit.sequence``   notebook 02's digit-reversal task: a tiny encoder-decoder transformer

@@ -2,7 +2,7 @@
 
 Works with vit-pytorch's ``ViT`` and ``DeepViT`` and with :class:`coursekit.models.Hybrid`.
 Tokens are ``[CLS, patch 1, ..., patch P]`` with the patches in row-major order. The pictures of
-these maps are in :mod:`coursekit.viz`, which also offers every name here (``viz.attention_maps``).
+these maps are in :mod:`coursekit.viz`.
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """The four models the course compares: a CNN, a ViT, a DeepViT and a hybrid CNN + ViT.
 
-ViT and DeepViT come from the ``vit-pytorch`` library. ``build_model(kind, dataset, grid)`` gives
-the course's settings for one of two grids, each model with at most as many parameters as the
-reference table's model of the same kind and dataset (1.2M to 1.9M) and at least 16 patches:
-
-- ``"reference"``: the reference table's scale (64 tokens of CIFAR, depth 8, dropout), for a GPU;
-- ``"cpu"``: sized for a laptop CPU, chosen by measuring images per second
-  (``python benchmarks/precision.py --grid cpu``): 16 tokens for the ViTs, a deeper stem for the
-  hybrid, no dropout.
+ViT and DeepViT come from the ``vit-pytorch`` library. ``build_model(kind, dataset, grid)`` builds
+one with the sizes of a grid of :mod:`coursekit.runs` (``"reference"``: the reference table's
+scale, for a GPU; ``"cpu"``: sized for a laptop CPU), each with at most as many parameters as the
+reference table's model of the same kind and dataset (1.2M to 1.9M) and at least 16 patches.
 """
 
 from __future__ import annotations
@@ -17,7 +13,9 @@ from torch import nn
 from vit_pytorch import ViT
 from vit_pytorch.deepvit import DeepViT
 
-from .data import dataset_info
+from .config import seed_everything
+from .runs import Run, settings
+from .sources import dataset_info
 
 
 class CNN(nn.Module):
@@ -111,58 +109,22 @@ def make_vit(cls, *, image_size: int, patch_size: int, dim: int, heads: int, **k
     return cls(image_size=image_size, patch_size=patch_size, dim=dim, heads=heads, **kwargs)
 
 
-# The two grids of settings, one dict per model kind. A dict keyed by 28 and 32 gives a setting per
-# image side (MNIST-like, CIFAR). Every model has at most the parameters of the reference table's
-# model of the same kind and dataset and at least 16 patches (tests/test_models.py checks both).
-_REFERENCE_TRANSFORMER = dict(
-    dim=128, depth=8, heads=4, mlp_dim=384,
-    dropout=0.1, emb_dropout=0.1,  # as the reference table's models; costs ~1.6x per CPU step
-)
-_CPU_TRANSFORMER = dict(
-    dim=128, depth=6, heads=4, mlp_dim=256,  # 6 blocks of width 128: ~0.8M parameters
-    dropout=0.0, emb_dropout=0.0,  # regularized by augmentation and weight decay instead
-)
-GRIDS = {
-    "reference": {
-        # 28 -> 7x7 = 49 patches of 4x4; 32 -> 8x8 = 64 patches of 4x4
-        "vit": dict(_REFERENCE_TRANSFORMER, patch_size=4),
-        "deepvit": dict(_REFERENCE_TRANSFORMER, patch_size=4),
-        # one stage: 28 -> 14x14 feature map -> 49 patches of 2x2; 32 -> 16x16 -> 64 patches
-        "hybrid": dict(_REFERENCE_TRANSFORMER, stem=((32, 32),), patch_size=2),
-    },
-    "cpu": {
-        # 4x4 = 16 patches: 7x7 pixels on MNIST, 8x8 on CIFAR; a quarter of the reference's tokens
-        "vit": dict(_CPU_TRANSFORMER, patch_size={28: 7, 32: 8}),
-        # re-attention mixes the heads (a LayerNorm across them): 8 heads of 16 trained better than
-        # 4 of 32 at the same width (MNIST, 3 epochs, lr 2e-3, no augmentation: 97.6% against 96.0%)
-        "deepvit": dict(_CPU_TRANSFORMER, heads=8, dim_head=16, patch_size={28: 7, 32: 8}),
-        # two stages reach a 7x7 (MNIST) or 8x8 (CIFAR) map of 64 channels: one token per cell
-        "hybrid": dict(_CPU_TRANSFORMER, depth=4, stem=((32,), (64,)), patch_size=1),
-    },
-}
 KINDS = ("cnn", "vit", "deepvit", "hybrid")
-
-
-def model_settings(kind: str, image_size: int, grid: str = "reference") -> dict:
-    """The keyword settings of model ``kind`` in ``grid`` for images of side ``image_size``."""
-    if grid not in GRIDS:
-        raise ValueError(f"unknown grid {grid!r}; known grids: {', '.join(GRIDS)}")
-    return {name: value[image_size] if isinstance(value, dict) else value
-            for name, value in GRIDS[grid].get(kind, {}).items()}
 
 
 def build_model(kind: str, dataset: str = "mnist", grid: str = "reference", **overrides) -> nn.Module:
     """The course's model ``kind`` ("cnn", "vit", "deepvit", "hybrid") sized for ``dataset``.
 
-    ``grid``: "reference" (the reference table's scale) or "cpu" (sized for a laptop CPU); see
-    ``GRIDS``. The CNN is the same in both. ``overrides`` replace settings, e.g.
+    ``grid``: a grid of :mod:`coursekit.runs` ("reference": the reference table's scale, "cpu":
+    sized for a laptop CPU), whose ``sizes`` it takes. The CNN is the same in all. ``overrides``
+    replace sizes, e.g.
     ``build_model("vit", "mnist", depth=4, patch_size=7)``.
     The model maps images [B, C, H, W] to logits [B, num_classes].
     """
     if kind not in KINDS:
         raise ValueError(f"unknown model kind {kind!r}; known kinds: {', '.join(KINDS)}")
     info = dataset_info(dataset)
-    settings = {**model_settings(kind, info.image_size, grid), **overrides}
+    sizes = {**settings(grid, dataset, kind, fast=False).sizes, **overrides}
     shape = dict(num_classes=info.num_classes, image_size=info.image_size)
     if kind == "cnn":
         if overrides:
@@ -170,6 +132,13 @@ def build_model(kind: str, dataset: str = "mnist", grid: str = "reference", **ov
                              "it is the fixed PyTorch MNIST example network")
         return CNN(in_channels=info.channels, **shape)
     if kind == "hybrid":
-        return Hybrid(in_channels=info.channels, **shape, **settings)
+        return Hybrid(in_channels=info.channels, **shape, **sizes)
     cls = ViT if kind == "vit" else DeepViT
-    return make_vit(cls, channels=info.channels, **shape, **settings)
+    return make_vit(cls, channels=info.channels, **shape, **sizes)
+
+
+def build_run(run: Run) -> nn.Module:
+    """The untrained model of ``run`` (:func:`coursekit.runs.settings`), its initial weights drawn
+    after seeding with ``run.seed``: the same model on every call."""
+    seed_everything(run.seed)
+    return build_model(run.model, run.dataset, run.grid, **run.sizes)

@@ -1,7 +1,10 @@
 """Rebuild the course's results table: train every (model, dataset) pair and measure it.
 
-    python -m coursekit.reproduce --datasets mnist,cifar10,cifar100 \\
-        --models cnn,vit,deepvit,hybrid --epochs 30 --out results
+    python -m coursekit.reproduce --grid reference --datasets mnist,cifar10,cifar100 \\
+        --models cnn,vit,deepvit,hybrid --out results
+
+How each pair is built and trained is its run in :mod:`coursekit.runs` (``--epochs``, ``--lr``, ...
+change it); ``COURSEKIT_FAST=1`` trains a few steps on tiny subsets (CI).
 
 The method avoids the reference table's flaws: each dataset's own normalization, augmentation on
 CIFAR, shuffled training batches, a validation split held out of the training set that picks the
@@ -19,23 +22,21 @@ import argparse
 import csv
 import io
 import json
-import os
 import sys
 import textwrap
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from . import bench, config
-from .data import dataset_info, get_loaders, source_of, uses_stand_in
+from .data import DATASETS, dataset_info, get_loaders, source_of, uses_stand_in
 from .files import save_atomically
-from .models import KINDS, build_model, model_settings
-from .train import choose_precision, evaluate, fit, step_seconds
+from .models import KINDS, build_run
+from .runs import GRIDS, Run, settings
+from .train import PRECISIONS, choose_precision, evaluate, fit, step_seconds
 
-DEFAULT_EPOCHS = 30
 # column key -> header in results.md; results.csv uses the keys
 COLUMNS = {
     "model": "model", "dataset": "dataset", "data": "data", "stand_in": "stand-in",
@@ -43,67 +44,6 @@ COLUMNS = {
     "ms_per_image": "ms/image (batch 1)", "ms_per_batch_256": "ms/batch of 256",
     "parameters": "parameters", "epochs": "epochs", "best_epoch": "best epoch",
     "train_time_s": "training time (s)", "precision": "precision", "device": "device",
-}
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """How every pair of a run is trained; stored with each finished pair and compared on resume."""
-
-    grid: str = "reference"  # model sizes: "reference" (the reference table's) or "cpu" (models.GRIDS)
-    epochs: int = DEFAULT_EPOCHS  # training epochs per pair
-    batch_size: int = 128  # images per training step
-    lr: float = 1e-3  # peak learning rate of fit's one-cycle schedule
-    augment: bool | None = None  # padded random crops (and flips where they keep the class);
-    # None: the dataset's default (DatasetInfo.augment: on for CIFAR, off for digits)
-    seed: int = 0  # fixes the split, the subset, the initial weights, batch order and augmentation
-    subset: int | None = None  # train on N class-balanced images (None: the whole training set)
-    max_steps: int | None = None  # at most this many batches per epoch (fast mode)
-    precision: str = "auto"  # "fp32", "bf16", or "auto": the faster one per model, measured by fit
-    fast: bool = False  # made in fast mode (CI): numbers that teach nothing
-
-    @classmethod
-    def for_mode(cls, grid: str = "reference", dataset: str | None = None, model: str | None = None,
-                 **changes) -> "RunSettings":
-        """The settings of ``grid`` for ``model`` on ``dataset`` (``PRESETS``, then
-        ``MODEL_PRESETS``), or in fast mode (``COURSEKIT_FAST=1``) 1 epoch of 2 batches of 16 on 128
-        images; ``changes`` that are not ``None`` replace fields, e.g.
-        ``RunSettings.for_mode("cpu", "cifar10", "deepvit", epochs=2)``."""
-        if grid not in PRESETS:
-            raise ValueError(f"unknown grid {grid!r}; known grids: {', '.join(PRESETS)}")
-        base = {"grid": grid, **PRESETS[grid].get(dataset, {}),
-                **MODEL_PRESETS.get(grid, {}).get((dataset, model), {})}
-        if config.is_fast():
-            base.update(epochs=1, batch_size=16, subset=128, max_steps=2, fast=True)
-        return cls(**{**base, **{k: v for k, v in changes.items() if v is not None}})
-
-
-# Each grid's run settings per dataset, where they differ from RunSettings' defaults: what
-# notebook 05 and `python -m coursekit.reproduce --grid NAME` train. The CPU grid's were chosen
-# by measurement on 2 CPU cores (README, "Measured results").
-PRESETS = {
-    "reference": {},  # 30 epochs at lr 1e-3 on every dataset: hours on a CPU, minutes on a GPU
-    "cpu": {
-        "mnist": dict(epochs=4, lr=2e-3),  # no augmentation: it slowed the ViTs down in 3-5 epochs
-        "cifar10": dict(epochs=12, lr=2e-3),
-        "cifar100": dict(epochs=12, lr=2e-3),
-    },
-}
-
-
-# Where one model of a grid trains with other settings than the rest of its dataset's column:
-# (dataset, model) -> changes. Chosen on validation accuracy, never on the test set.
-MODEL_PRESETS = {
-    "cpu": {
-        # the DeepViT learns slowest. Best validation accuracy on the CIFAR-10 JPEG copy: 51.6% in
-        # 12 epochs at lr 1e-3 and 50.9% in 15 at 2e-3 (1-thread pilots), 48.6% in 12 at 2e-3
-        # (notebook 05's earlier run)
-        ("cifar10", "deepvit"): dict(lr=1e-3),
-        # the hybrid reaches the 80% aim in 20 epochs, not 12: `python -m coursekit.reproduce --grid
-        # cpu --datasets cifar10 --models hybrid --epochs 20` gave 81.97% test accuracy in 905 s on
-        # 2 threads (79.65% in 12 epochs)
-        ("cifar10", "hybrid"): dict(epochs=20),
-    },
 }
 
 
@@ -129,49 +69,45 @@ def device_label(device: torch.device) -> str:
     return f"{device.type} ({torch.get_num_threads()} threads)"
 
 
-def run_pair(model: str, dataset: str, out, settings: RunSettings, *, device="auto",
-             download: bool = True, progress: bool = True) -> dict:
-    """Train and measure one pair, unless ``out`` already holds it with the same run and model settings.
+def run_pair(run: Run, out, *, device="auto", download: bool = True, progress: bool = True) -> dict:
+    """Train and measure one pair, unless ``out`` already holds it with the same settings.
 
-    Returns the finished record ``{"row", "history", "settings", "model_settings", "stand_in"}``.
-    Ctrl-C during training raises ``KeyboardInterrupt`` and records nothing: a half-trained pair is
-    not a result.
+    Returns the finished record ``{"row", "history", "settings", "stand_in"}`` (``settings``:
+    ``run.as_dict()``). Ctrl-C during training raises ``KeyboardInterrupt`` and records nothing: a
+    half-trained pair is not a result.
     """
-    s = settings
-    info = dataset_info(dataset)
-    # build_model's settings for this pair, as JSON stores them (tuples become lists)
-    sizes = json.loads(json.dumps(model_settings(model, info.image_size, s.grid)))
+    model, dataset = run.model, run.dataset
     path = pair_path(out, model, dataset)
     if path.exists():
         record = json.loads(path.read_text())
-        if record["settings"] == asdict(s) and record.get("model_settings") == sizes:
+        if record["settings"] == run.as_dict():
             return record
         print(f"{dataset}/{model}: settings changed since the recorded run, training again")
     device = config.get_device(device)
-    augment = info.augment if s.augment is None else s.augment
     train_loader, val_loader, test_loader = get_loaders(
-        dataset, batch_size=s.batch_size, subset=s.subset, augment=augment, seed=s.seed,
+        dataset, batch_size=run.batch_size, subset=run.subset, augment=run.augment, seed=run.seed,
         download=download)
     stand_in = uses_stand_in(train_loader)
     if stand_in:
         print(f"WARNING: {dataset}: {source_of(train_loader)}. Its numbers say nothing about {dataset}.")
-    config.seed_everything(s.seed)
-    net = build_model(model, dataset, s.grid)
+    net = build_run(run)
     start = time.perf_counter()
-    history = fit(net, train_loader, val_loader, epochs=s.epochs, lr=s.lr, device=device, seed=s.seed,
-                  max_steps=s.max_steps, progress=progress, precision=s.precision)
+    history = fit(net, train_loader, val_loader, epochs=run.epochs, lr=run.lr, device=device, seed=run.seed,
+                  label_smoothing=run.label_smoothing, max_steps=run.max_steps, progress=progress,
+                  precision=run.precision)
     train_time = time.perf_counter() - start
     if history.interrupted:
         raise KeyboardInterrupt(f"{dataset}/{model} interrupted; nothing recorded for it")
     test = evaluate(net, test_loader, device, history.precision)  # best-validation weights, once
+    info = dataset_info(dataset)
     shape = (info.channels, info.image_size, info.image_size)
-    if s.fast:  # quick timing, and no batch of 256: its three passes cost CI seconds
+    if run.fast:  # quick timing, and no batch of 256: its three passes cost CI seconds
         ms_1, ms_256 = bench.inference_time_ms(net, shape, 1, device, warmup=1, min_run_time=0.05), None
     else:
         ms_1, ms_256 = (bench.inference_time_ms(net, shape, b, device) for b in (1, 256))
     data = source_of(train_loader)
-    if not stand_in and s.subset:
-        data += f", {s.subset} images" + (f", FAST MODE ({s.max_steps} batches/epoch)" if s.max_steps else "")
+    if not stand_in and run.subset:
+        data += f", {run.subset} images" + (f", FAST MODE ({run.max_steps} batches/epoch)" if run.max_steps else "")
     row = dict(model=model, dataset=dataset, data=data, stand_in=stand_in,
                best_val_acc=round(100 * history.best_val_acc, 2), test_acc=round(100 * test["acc"], 2),
                ms_per_image=round(ms_1, 3),
@@ -179,52 +115,47 @@ def run_pair(model: str, dataset: str, out, settings: RunSettings, *, device="au
                parameters=bench.count_parameters(net), epochs=len(history.train_loss),
                best_epoch=history.best_epoch + 1, train_time_s=round(train_time, 1),
                precision=history.precision, device=device_label(device))
-    record = dict(row=row, history=history.as_dict(), settings=asdict(s), model_settings=sizes,
-                  stand_in=stand_in)
+    record = dict(row=row, history=history.as_dict(), settings=run.as_dict(), stand_in=stand_in)
     save_atomically(net.state_dict(), path.with_suffix(".pt"))  # for attention maps later
     save_atomically(json.dumps(record, indent=1), path)  # the "finished" mark, last
     return record
 
 
-def reproduce(datasets=("mnist", "cifar10", "cifar100"), models=KINDS, out="results",
-              settings: RunSettings | None = None, *, grid: str | None = None, device="auto",
-              download: bool = True, progress: bool = True, **changes) -> list[dict]:
+def reproduce(datasets=("mnist", "cifar10", "cifar100"), models=KINDS, out="results", *,
+              grid: str | None = None, device="auto", download: bool = True, progress: bool = True,
+              **changes) -> list[dict]:
     """Run every (model, dataset) pair not yet finished in ``out``; rebuild the tables; return rows.
 
-    ``settings``: one :class:`RunSettings` for every pair, else each pair's
-    ``RunSettings.for_mode(grid, dataset, model, **changes)``, e.g. ``reproduce(["mnist"], ["cnn"],
-    grid="cpu", epochs=3)``; ``grid`` defaults to :func:`default_grid` of the device. Files written
-    in ``out``: ``results.csv``, ``results.md``, ``accuracy_vs_time.png``, and per pair
-    ``pairs/*.json`` + weights.
+    Each pair trains as ``coursekit.runs.settings(grid, dataset, model, **changes)`` says, e.g.
+    ``reproduce(["mnist"], ["cnn"], grid="cpu", epochs=3)``; ``grid`` defaults to
+    :func:`default_grid` of the device. Files written in ``out``: ``results.csv``, ``results.md``,
+    ``accuracy_vs_time.png``, and per pair ``pairs/*.json`` + weights.
     """
-    for name in datasets:
-        dataset_info(name)  # ValueError for an unknown name, before any training
     unknown = [m for m in models if m not in KINDS]
     if unknown:
         raise ValueError(f"unknown model kind(s) {unknown}; known kinds: {', '.join(KINDS)}")
     device = config.get_device(device)
     grid = grid or default_grid(device)
-    pairs = {(d, m): settings or RunSettings.for_mode(grid, d, m, **changes) for d in datasets for m in models}
+    runs = [settings(grid, d, m, **changes) for d in datasets for m in models]  # bad names fail here
     try:
-        for (d, m), s in tqdm(pairs.items(), desc="pairs", unit="pair", disable=not progress):
-            run_pair(m, d, out, s, device=device, download=download, progress=progress)
+        for run in tqdm(runs, desc="pairs", unit="pair", disable=not progress):
+            run_pair(run, out, device=device, download=download, progress=progress)
     finally:  # also after Ctrl-C: the tables show every pair finished so far
         rows = write_results(out)
     return rows
 
 
-def estimate_seconds(model: str, dataset: str, settings: RunSettings, device="auto",
-                     steps: int = 3) -> float:
-    """Estimated seconds to train ``model`` on ``dataset`` with ``settings`` (validation and test included).
+def estimate_seconds(run: Run, device="auto", steps: int = 3) -> float:
+    """Estimated seconds to train ``run`` (validation and test included).
 
     Times ``steps`` training steps on random inputs [batch_size, C, H, W] after one warm-up step,
     in the precision ``fit`` would choose, then scales: 90% of the images train, 10% validate,
     10,000 (or ``subset``) test images, an evaluation batch costing about a third of a training
     step. Data loading is not counted.
     """
-    s, device, info = settings, config.get_device(device), dataset_info(dataset)
+    s, device, info = run, config.get_device(device), dataset_info(run.dataset)
     with torch.random.fork_rng():  # leaves the seeded run that follows untouched
-        net = build_model(model, dataset, s.grid).to(device)
+        net = build_run(run).to(device)
         x = torch.randn(s.batch_size, info.channels, info.image_size, info.image_size, device=device)
         precision = choose_precision(net, x, device) if s.precision == "auto" else s.precision
         step = step_seconds(net, x, precision, steps)
@@ -239,8 +170,8 @@ def write_results(out) -> list[dict]:
     """Rebuild ``results.csv``, ``results.md`` and ``accuracy_vs_time.png`` from the finished pairs."""
     records = load_pairs(out)
     rows = [r["row"] for r in records]
-    order = {d: i for i, d in enumerate(("mnist", "fashion_mnist", "cifar10", "cifar100"))}
-    rows.sort(key=lambda r: (KINDS.index(r["model"]), order.get(r["dataset"], 9)))
+    order = list(DATASETS)
+    rows.sort(key=lambda r: (KINDS.index(r["model"]), order.index(r["dataset"])))
     if not rows:
         return rows
     out = Path(out)
@@ -304,24 +235,21 @@ def plot_results(rows: list[dict]):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m coursekit.reproduce", description=__doc__.split("\n")[0])
     p.add_argument("--datasets", default="mnist,cifar10,cifar100", help="comma-separated names")
-    p.add_argument("--grid", choices=tuple(PRESETS), default=None,
+    p.add_argument("--grid", choices=GRIDS, default=None,
                    help="model sizes and run settings (default: reference on a GPU, cpu elsewhere)")
     p.add_argument("--models", default=",".join(KINDS), help="comma-separated kinds")
-    p.add_argument("--epochs", type=int, default=None, help="default: the grid's (fast mode: 1)")
+    p.add_argument("--epochs", type=int, default=None, help="default: the run's (fast mode: 1)")
     p.add_argument("--out", default="results", help="folder for the results (default: results)")
-    p.add_argument("--fast", action="store_true", help="CI mode: small subsets, few steps")
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=None, help="default 128 (fast mode: 16)")
-    p.add_argument("--lr", type=float, default=None, help="default: the grid's")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
+    p.add_argument("--batch-size", type=int, default=None, help="default: the run's (fast mode: 16)")
+    p.add_argument("--lr", type=float, default=None, help="default: the run's")
+    p.add_argument("--seed", type=int, default=None, help="default: the run's (0)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="default auto: bf16 autocast where it measures faster for a model")
     p.add_argument("--subset", type=int, default=None, help="train on N images (default: all)")
     p.add_argument("--no-download", action="store_true", help="never download missing datasets")
     args = p.parse_args(argv)
-    if args.fast:
-        os.environ[config.FAST_ENV] = "1"  # also lets get_dataset use the CIFAR stand-in
-    device = config.setup(args.seed, args.device)
+    device = config.setup(args.seed or 0, args.device)
     try:
         grid = args.grid or default_grid(device)
         print(f"grid: {grid}")

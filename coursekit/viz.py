@@ -1,8 +1,8 @@
 """Pictures of attention: maps over images on one colour scale, layer x head grids, rollout,
 relevance and position embeddings (the interactive explorer is :mod:`coursekit.explorer`).
 
-The numbers they draw come from :mod:`coursekit.maps` (attention maps, rollout, gradient rollout);
-its functions are offered here too, so that a notebook needs only ``from coursekit import viz``.
+The numbers they draw come from :mod:`coursekit.maps` (attention maps, rollout, gradient rollout),
+which a notebook imports itself.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.nn import functional as F
 
-from .maps import (attention_maps, attention_rollout, cls_map, gradient_rollout,  # noqa: F401
-                   position_similarity, self_share, token_map)
+from .maps import cls_map, position_similarity, self_share, token_map
 
 
 def upsample(grid: torch.Tensor, size: int, smooth: bool = False) -> torch.Tensor:

@@ -5,7 +5,7 @@ homework (04) ships none, since trained weights would be an answer. Every file c
 safetensors metadata, how it was made: recipe, data, device, threads, time, and its test accuracy.
 ``load`` checks a shipped file's sha256 before reading a byte of it as tensors.
 
-One command trains them with the notebooks' own recipes and writes the files::
+One command trains them with the notebooks' own runs (:mod:`coursekit.runs`) and writes the files::
 
     python -m coursekit.weights --train 03 --runs runs/weights   # notebook 03's CNN and ViT
     python -m coursekit.weights --train 05 --runs runs/weights   # notebook 05's CPU grid
@@ -34,25 +34,23 @@ from safetensors.torch import save_file
 
 from . import bench, config, reproduce
 from .data import get_loaders, source_of, uses_stand_in
-from .models import KINDS, build_model
-from .recipes import RECIPES
 from .files import save_atomically
+from .models import KINDS, build_model, build_run
+from .runs import Run, settings
 from .train import History, evaluate, fit
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / "weights"  # the shipped files
-GRID = "cpu"  # notebook 05's shipped grid
-GRID_DATASETS = ("mnist", "cifar10")
-NOTEBOOKS = {  # notebook -> the names of its shipped files (weights/<name>.safetensors)
-    "03": [f"03_{name}" for name in RECIPES],
-    "05": [f"05_{GRID}_{d}_{m}" for d in GRID_DATASETS for m in KINDS],
+NOTEBOOKS = {  # notebook -> its files (weights/<name>.safetensors) -> the run of coursekit.runs that made each
+    "03": {f"03_mnist_{m}": ("notebook03", "mnist", m) for m in ("cnn", "vit")},
+    "05": {f"05_cpu_{d}_{m}": ("cpu", d, m) for d in ("mnist", "cifar10") for m in KINDS},
 }
 FP16_TOLERANCE = 0.1  # points of test accuracy fp16 storage may cost; more, and the file stays fp32
 
 # file -> sha256, as `python -m coursekit.weights --train ...` printed it
 SHIPPED: dict[str, str] = {
-    "03_mnist_cnn.safetensors": "3518e80f65b4988df1e69cf80fc12e2ec5790a289ab4ee9ffac2bccb1f057441",
-    "03_mnist_vit.safetensors": "2c64c4fad2fb04f5486a1cd0cdfd9495b86eb3f95c00d717de4a294f45fe1f40",
+    "03_mnist_cnn.safetensors": "b5953dc766edd0ce2fe3d94d9b4ad56316a99090fff2f780816337ecccd0cb4a",
+    "03_mnist_vit.safetensors": "ffac0a9a623e256093e7e2119ecc991e51af4704fb02c4338e6a59fbb8c4b038",
 }
 
 
@@ -149,15 +147,16 @@ def load(name: str, folder=None, device="cpu") -> tuple[torch.nn.Module, dict]:
 
     Without ``folder`` it is one of the course's shipped files (``SHIPPED``), hash checked; with
     it, your own file ``folder/<name>.safetensors`` (written by :func:`save`), e.g. on Drive.
-    ``info``: how it was made (``info["history"]``: :func:`history` turns it into a ``History``).
+    ``info``: how it was made (``info["run"]``: the run's settings; ``info["history"]``:
+    :func:`history` turns it into a ``History``).
     """
     path = path_of(name, folder)
     if folder is None and path.name not in SHIPPED:
         known = ", ".join(p.removesuffix(".safetensors") for p in SHIPPED) or "none yet"
         raise ValueError(f"{name!r} is not one of the course's weights ({known})")
     state, info = read(path, None if folder is not None else SHIPPED[path.name])
-    b = info["build"]
-    model = build_model(b["kind"], b["dataset"], b["grid"], **b["overrides"])
+    r = info["run"]
+    model = build_model(r["model"], r["dataset"], r["grid"], **r["sizes"])
     model.load_state_dict(state)
     return model.to(device).eval(), info
 
@@ -197,15 +196,13 @@ def folder_for(choice) -> Path | None:
     return path
 
 
-def recipe_info(name: str, key: str, history: History, train_time_s: float, data: str, device,
-                command: str, note: str = "") -> dict:
-    """The metadata of notebook 03's model ``RECIPES[key]``, trained as ``history`` says, for :func:`save`."""
-    r = RECIPES[key]
-    return dict(name=name, notebook="03", build=dict(kind=r.kind, dataset=r.dataset, grid="reference",
-                                                     overrides=r.model),
-                recipe=r.as_dict(), history=history.as_dict(), train_time_s=round(train_time_s, 1),
-                data=data, command=command, eval_precision=history.precision, note=note,
-                date=datetime.date.today().isoformat(), fast_mode=config.is_fast(), **_made_on(device))
+def run_info(name: str, run: Run, history: History, train_time_s: float, data: str, device,
+             command: str, note: str = "") -> dict:
+    """The metadata of model ``name``, trained by ``run`` as ``history`` says, for :func:`save`."""
+    return dict(name=name, notebook=name[:2], run=run.as_dict(), history=history.as_dict(),
+                train_time_s=round(train_time_s, 1), data=data, command=command,
+                eval_precision=history.precision, note=note, date=datetime.date.today().isoformat(),
+                fast_mode=run.fast, **_made_on(device))
 
 
 def use_grid(out) -> list[dict]:
@@ -224,7 +221,7 @@ def use_grid(out) -> list[dict]:
     for name in NOTEBOOKS["05"]:
         model, info = load(name)
         print(f"{name}: {describe(info)}")
-        path = reproduce.pair_path(out, info["build"]["kind"], info["build"]["dataset"])
+        path = reproduce.pair_path(out, info["run"]["model"], info["run"]["dataset"])
         save_atomically(model.state_dict(), path.with_suffix(".pt"))
         save_atomically(json.dumps(info["record"], indent=1), path)
     return reproduce.write_results(out)
@@ -236,7 +233,7 @@ def test_accuracy(model: torch.nn.Module, info: dict, subset: int | None = None,
 
     ``subset``: at most that many test images (fast mode); ``None``: the whole test set.
     """
-    dataset = info["build"]["dataset"]
+    dataset = info["run"]["dataset"]
     _, _, test = get_loaders(dataset, batch_size=256, subset=subset, download=download)
     if uses_stand_in(test):
         raise FileNotFoundError(f"{dataset}: only generated stand-in images are here, not the real "
@@ -278,59 +275,52 @@ def _made_on(device) -> dict:
 
 
 def train_03(runs, out=None, device="cpu", note: str = "") -> dict[str, str]:
-    """Train notebook 03's models by ``RECIPES`` (kept in ``runs/03``), write their files; ``{file: sha256}``."""
-    fast = config.is_fast()
+    """Train notebook 03's models by their runs (kept in ``runs/03``), write their files; ``{file: sha256}``."""
     hashes = {}
-    for key, r in RECIPES.items():
-        name, record_path = f"03_{key}", Path(runs) / "03" / f"{key}.json"
-        train, val, _ = get_loaders(r.dataset, batch_size=r.batch_size, augment=r.augment, seed=r.seed,
-                                    subset=512 if fast else None)
-        model = r.build()
+    for name, (grid, dataset, model) in NOTEBOOKS["03"].items():
+        run, record_path = settings(grid, dataset, model), Path(runs) / "03" / f"{dataset}_{model}.json"
         record = json.loads(record_path.read_text()) if record_path.exists() else None
-        if record and record["recipe"] == r.as_dict() and record["fast"] == fast:
-            model.load_state_dict(torch.load(record_path.with_suffix(".pt"), map_location="cpu"))
+        net = build_run(run)
+        if record and record["run"] == run.as_dict():
+            net.load_state_dict(torch.load(record_path.with_suffix(".pt"), map_location="cpu"))
         else:
+            train, val, _ = get_loaders(dataset, batch_size=run.batch_size, augment=run.augment,
+                                        seed=run.seed, subset=run.subset)
             start = time.perf_counter()
-            h = fit(model, train, val, epochs=1 if fast else r.epochs, lr=r.lr, seed=r.seed,
-                    label_smoothing=r.label_smoothing, device=device, max_steps=2 if fast else None)
+            h = fit(net, train, val, epochs=run.epochs, lr=run.lr, seed=run.seed, precision=run.precision,
+                    label_smoothing=run.label_smoothing, device=device, max_steps=run.max_steps)
             if h.interrupted:
                 raise KeyboardInterrupt(f"{name} interrupted; nothing recorded for it")
-            record = dict(recipe=r.as_dict(), history=h.as_dict(), fast=fast,
-                          train_time_s=round(time.perf_counter() - start, 1),
+            record = dict(run=run.as_dict(), history=h.as_dict(), train_time_s=round(time.perf_counter() - start, 1),
                           data=f"{source_of(train)}: {len(train.dataset):,} training / "
                                f"{len(val.dataset):,} validation images",
                           date=datetime.date.today().isoformat(), **_made_on(device))
-            save_atomically(model.state_dict(), record_path.with_suffix(".pt"))
+            save_atomically(net.state_dict(), record_path.with_suffix(".pt"))
             save_atomically(json.dumps(record, indent=1), record_path)
-        info = recipe_info(name, key, History(**record["history"]), record["train_time_s"], record["data"],
-                           device, "python -m coursekit.weights --train 03", note)
+        info = run_info(name, run, History(**record["history"]), record["train_time_s"], record["data"],
+                        device, "python -m coursekit.weights --train 03", note)
         info.update({k: record[k] for k in ("date", "machine", "device", "threads", "torch")})  # as trained
-        path, hashes[path.name] = pack(model.cpu(), info, out)
+        path, hashes[path.name] = pack(net.cpu(), info, out)
     return hashes
 
 
 def train_05(runs, out=None, device="cpu", note: str = "") -> dict[str, str]:
     """Train notebook 05's CPU grid with ``coursekit.reproduce`` (kept in ``runs/05_cpu``), write its files."""
-    folder = Path(runs) / f"05_{GRID}"
-    reproduce.reproduce(GRID_DATASETS, KINDS, out=folder, grid=GRID, device=device)
-    hashes = {}
-    for d in GRID_DATASETS:
-        for m in KINDS:
-            pair = reproduce.pair_path(folder, m, d)
-            record = json.loads(pair.read_text())
-            model = build_model(m, d, GRID)
-            model.load_state_dict(torch.load(pair.with_suffix(".pt"), map_location="cpu"))
-            row = record["row"]
-            made = datetime.datetime.fromtimestamp(pair.stat().st_mtime, datetime.timezone.utc)
-            info = dict(name=f"05_{GRID}_{d}_{m}", notebook="05",
-                        build=dict(kind=m, dataset=d, grid=GRID, overrides={}),
-                        command=f"python -m coursekit.reproduce --grid {GRID} --datasets {','.join(GRID_DATASETS)}",
-                        eval_precision=row["precision"], note=note, recipe=record["settings"],
-                        history=record["history"], train_time_s=row["train_time_s"],
-                        data=row["data"], date=made.date().isoformat(), record=record,
-                        fast_mode=record["settings"]["fast"], **_made_on(device))
-            info["device"] = row["device"]  # the threads it trained on
-            path, hashes[path.name] = pack(model, info, out)
+    folder, hashes = Path(runs) / "05_cpu", {}
+    for name, (grid, dataset, model) in NOTEBOOKS["05"].items():
+        run = settings(grid, dataset, model)
+        record = reproduce.run_pair(run, folder, device=device)  # trained, or kept from an earlier call
+        pair = reproduce.pair_path(folder, model, dataset)
+        net = build_run(run)
+        net.load_state_dict(torch.load(pair.with_suffix(".pt"), map_location="cpu"))
+        row = record["row"]
+        made = datetime.datetime.fromtimestamp(pair.stat().st_mtime, datetime.timezone.utc)
+        command = f"python -m coursekit.reproduce --grid {grid} --datasets {dataset} --models {model}"
+        info = dict(run_info(name, run, History(**record["history"]), row["train_time_s"], row["data"],
+                             device, command, note),
+                    date=made.date().isoformat(), record=record, device=row["device"])  # as trained
+        path, hashes[path.name] = pack(net, info, out)
+    reproduce.write_results(folder)
     return hashes
 
 
@@ -342,10 +332,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="where the files go (default: the course's weights/)")
     p.add_argument("--note", default="", help="a remark stored with every file, e.g. the machine was shared")
     p.add_argument("--check", action="store_true", help="check every shipped file against its sha256")
-    p.add_argument("--fast", action="store_true", help="CI mode: a few steps on tiny subsets")
     args = p.parse_args(argv)
-    if args.fast:
-        os.environ[config.FAST_ENV] = "1"
     if args.check or not args.train:
         bad = 0
         for file, expected in SHIPPED.items():

@@ -6,7 +6,10 @@ from vit_pytorch.deepvit import DeepViT
 from coursekit.bench import count_parameters
 from torch import nn
 
-from coursekit.models import CNN, GRIDS, KINDS, Hybrid, build_model
+from coursekit.models import CNN, KINDS, Hybrid, build_model
+from coursekit import runs
+
+GRIDS = ("reference", "cpu")  # the four models' grids (runs.GRIDS also holds notebook 03's two models)
 
 # The course's reference table (shared/seeds): parameters of each model the course must not exceed.
 REFERENCE_PARAMETERS = {
@@ -29,6 +32,10 @@ def test_cnn_matches_the_reference_parameter_counts(dataset, expected):
 def test_cnn_defaults_are_mnist():
     assert count_parameters(CNN()) == 1_199_882
     assert CNN()(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_the_four_models_grids_are_in_the_run_table():
+    assert set(GRIDS) < set(runs.GRIDS)
 
 
 @pytest.mark.parametrize("kind, dataset", sorted(REFERENCE_PARAMETERS))

@@ -9,7 +9,8 @@ import torch
 from coursekit import config, reproduce
 from coursekit.bench import count_parameters
 from coursekit.data import dataset_info
-from coursekit.models import GRIDS, build_model
+from coursekit import runs
+from coursekit.models import build_model
 
 GRID = dict(datasets=["mnist", "cifar100"], models=["cnn", "vit"], subset=64, download=False,
             progress=False)
@@ -116,11 +117,12 @@ def test_rows_from_the_jpeg_copy_say_so(fast, jpeg_root, tmp_path, monkeypatch):
 
 
 def test_settings_are_stored_and_compared_on_resume(fast, tmp_path):
-    settings = reproduce.RunSettings.for_mode(subset=64, epochs=1)
+    settings = runs.settings("reference", "mnist", "cnn", subset=64, epochs=1)
     assert settings.fast and settings.max_steps == 2 and settings.batch_size == 16
-    reproduce.reproduce(["mnist"], ["cnn"], tmp_path, settings, download=False, progress=False)
+    reproduce.reproduce(["mnist"], ["cnn"], tmp_path, grid="reference", subset=64, epochs=1,
+                        download=False, progress=False)
     record = reproduce.load_pairs(tmp_path)[0]
-    assert reproduce.RunSettings(**record["settings"]) == settings
+    assert runs.Run(**record["settings"]) == settings
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.epochs = 3
 
@@ -134,20 +136,25 @@ def test_bad_names_raise_before_training(tmp_path):
 
 def test_grid_presets_outside_fast_mode(monkeypatch):
     monkeypatch.setenv("COURSEKIT_FAST", "0")
-    cpu = reproduce.RunSettings.for_mode("cpu", "cifar10")
-    assert (cpu.grid, cpu.epochs, cpu.lr, cpu.fast) == ("cpu", 12, 2e-3, False)
-    assert reproduce.RunSettings.for_mode("cpu", "mnist", epochs=5).epochs == 5
+    cpu = runs.settings("cpu", "cifar10", "vit")
+    assert (cpu.grid, cpu.epochs, cpu.lr, cpu.fast, cpu.augment) == ("cpu", 12, 2e-3, False, True)
+    assert cpu.sizes["patch_size"] == 8 and runs.settings("cpu", "mnist", "vit").sizes["patch_size"] == 7
+    assert runs.settings("cpu", "mnist", "vit", epochs=5).epochs == 5
     # one model may differ from its column, and an explicit change still wins
-    assert reproduce.RunSettings.for_mode("cpu", "cifar10", "deepvit").lr == 1e-3
-    assert reproduce.RunSettings.for_mode("cpu", "cifar10", "vit") == cpu
-    assert reproduce.RunSettings.for_mode("cpu", "cifar10", "deepvit", lr=3e-3).lr == 3e-3
-    assert reproduce.RunSettings.for_mode("cpu", "mnist", "deepvit").lr == 2e-3
+    assert runs.settings("cpu", "cifar10", "deepvit").lr == 1e-3
+    assert runs.settings("cpu", "cifar10", "cnn") == dataclasses.replace(cpu, model="cnn", sizes={})
+    assert runs.settings("cpu", "cifar10", "deepvit", lr=3e-3).lr == 3e-3
+    assert runs.settings("cpu", "mnist", "deepvit").lr == 2e-3
     # the hybrid trains 20 epochs on CIFAR-10 (issue #20's measurement), 4 on MNIST like its column
-    assert reproduce.RunSettings.for_mode("cpu", "cifar10", "hybrid") == dataclasses.replace(cpu, epochs=20)
-    assert reproduce.RunSettings.for_mode("cpu", "mnist", "hybrid").epochs == 4
-    assert reproduce.RunSettings.for_mode("reference", "cifar10") == reproduce.RunSettings()
+    hybrid = runs.settings("cpu", "cifar10", "hybrid")
+    assert hybrid == dataclasses.replace(cpu, model="hybrid", epochs=20, sizes=hybrid.sizes)
+    assert runs.settings("cpu", "mnist", "hybrid").epochs == 4
+    assert runs.settings("reference", "cifar10", "cnn") == runs.Run("reference", "cifar10", "cnn", augment=True)
     with pytest.raises(ValueError, match="unknown grid 'gpu'; known grids: reference, cpu"):
-        reproduce.RunSettings.for_mode("gpu", "mnist")
+        runs.settings("gpu", "mnist", "cnn")
+    with pytest.raises(ValueError, match="grid 'notebook03' has no run of 'hybrid' on 'mnist'; it holds: mnist cnn, mnist vit"):
+        runs.settings("notebook03", "mnist", "hybrid")
+    assert "epochs          20" in str(hybrid) and "stem=((32,), (64,))" in str(hybrid)
     assert reproduce.default_grid("cpu") == "cpu" and reproduce.default_grid("cuda") == "reference"
 
 
@@ -160,34 +167,33 @@ def test_the_grid_sizes_the_models_and_augment_reaches_the_loaders(fast, tmp_pat
         return real_get_loaders(name, **kwargs)
 
     monkeypatch.setattr(reproduce, "get_loaders", get_loaders)
-    settings = dataclasses.replace(reproduce.RunSettings.for_mode("cpu", "mnist", subset=64), augment=True)
-    rows = reproduce.reproduce(["mnist"], ["vit"], tmp_path, settings, download=False, progress=False)
+    rows = reproduce.reproduce(["mnist"], ["vit"], tmp_path, grid="cpu", subset=64, augment=True,
+                               download=False, progress=False)
     assert rows[0]["parameters"] == count_parameters(build_model("vit", "mnist", "cpu"))
     assert rows[0]["parameters"] != count_parameters(build_model("vit", "mnist", "reference"))
     assert seen == {"mnist": True}  # MNIST's own default is False
 
 
 def test_estimate_leaves_the_seeded_run_alone(fast):
-    settings = reproduce.RunSettings.for_mode("cpu", "mnist")
+    settings = runs.settings("cpu", "mnist", "cnn")
     state = torch.random.get_rng_state()
-    seconds = reproduce.estimate_seconds("cnn", "mnist", settings, "cpu", steps=1)
+    seconds = reproduce.estimate_seconds(settings, "cpu", steps=1)
     assert 0 < seconds < float("inf")
     assert torch.equal(torch.random.get_rng_state(), state)
 
 
 def test_a_changed_model_setting_trains_the_pair_again(fast, tmp_path, monkeypatch, capsys):
     calls = counting_fit(monkeypatch)
-    settings = reproduce.RunSettings.for_mode("cpu", "mnist", subset=64)
-    run = lambda: reproduce.reproduce(["mnist"], ["vit"], tmp_path, settings,  # noqa: E731
+    run = lambda: reproduce.reproduce(["mnist"], ["vit"], tmp_path, grid="cpu", subset=64,  # noqa: E731
                                       download=False, progress=False)
     run()
-    assert reproduce.load_pairs(tmp_path)[0]["model_settings"]["patch_size"] == 7
+    assert reproduce.load_pairs(tmp_path)[0]["settings"]["sizes"]["patch_size"] == 7
     run()
     assert len(calls) == 1  # same run and model settings: kept
-    monkeypatch.setitem(GRIDS["cpu"], "vit", {**GRIDS["cpu"]["vit"], "depth": 2})
+    monkeypatch.setattr(runs, "TABLE", runs.TABLE + [("cpu", runs.ANY, ("vit",), dict(sizes=dict(depth=2)))])
     run()
     assert len(calls) == 2 and "settings changed since the recorded run" in capsys.readouterr().out
-    assert reproduce.load_pairs(tmp_path)[0]["model_settings"]["depth"] == 2
+    assert reproduce.load_pairs(tmp_path)[0]["settings"]["sizes"]["depth"] == 2
 
 
 def test_the_chart_names_each_data_source():

@@ -12,6 +12,7 @@ from torch.nn.modules import module as torch_module
 
 from coursekit import viz
 from coursekit.explorer import AttentionExplorer
+from coursekit.maps import attention_maps, attention_rollout, cls_map, gradient_rollout, position_similarity, token_map
 from coursekit.models import build_model
 
 SMALL = dict(dim=32, depth=2, heads=4, dim_head=8, mlp_dim=64)
@@ -51,7 +52,7 @@ def first_layer_by_hand(net, x):
 @pytest.mark.parametrize("kind", ["vit", "deepvit", "hybrid"])
 def test_shapes_and_first_layer_match_a_hand_written_forward(kind, images):
     model = small(kind).eval()
-    maps = viz.attention_maps(model, images)
+    maps = attention_maps(model, images)
     assert maps.shape == (3, 2, 4, 50, 50)  # 49 patches + CLS (hybrid: 14x14 map, 2x2 patches)
     with torch.no_grad():
         x = model.stem(images) if kind == "hybrid" else images
@@ -61,19 +62,19 @@ def test_shapes_and_first_layer_match_a_hand_written_forward(kind, images):
 
 @pytest.mark.parametrize("kind", ["vit", "hybrid"])
 def test_rows_are_softmax_weights(kind, images):
-    maps = viz.attention_maps(small(kind), images)
+    maps = attention_maps(small(kind), images)
     assert (maps >= 0).all()
     torch.testing.assert_close(maps.sum(-1), torch.ones(maps.shape[:-1]))
 
 
 def test_deepvit_records_reattention_not_softmax(images):
-    maps = viz.attention_maps(small("deepvit"), images)
+    maps = attention_maps(small("deepvit"), images)
     # re-attention is normalized across heads, so its rows are not softmax rows
     assert not torch.allclose(maps.sum(-1), torch.ones(maps.shape[:-1]))
 
 
 def test_different_images_give_different_maps(images):
-    maps = viz.attention_maps(small("vit"), images)
+    maps = attention_maps(small("vit"), images)
     assert not torch.allclose(maps[0], maps[1])
 
 
@@ -83,7 +84,7 @@ def test_model_unchanged_and_no_hooks_left(kind, images):
     (model.stem if kind == "hybrid" else model.transformer.layers[0][0]).eval()  # mixed flags
     flags = {name: m.training for name, m in model.named_modules()}
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    viz.attention_maps(model, images)
+    attention_maps(model, images)
     assert no_hooks(model)
     assert flags == {name: m.training for name, m in model.named_modules()}
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
@@ -92,21 +93,21 @@ def test_model_unchanged_and_no_hooks_left(kind, images):
 def test_hooks_removed_when_the_forward_pass_fails():
     model = small("vit").train()
     with pytest.raises(Exception):
-        viz.attention_maps(model, torch.randn(2, 3, 28, 28))  # 3 channels: the model wants 1
+        attention_maps(model, torch.randn(2, 3, 28, 28))  # 3 channels: the model wants 1
     assert no_hooks(model) and model.training
 
 
 def test_bad_input_gives_clear_errors():
     with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
-        viz.attention_maps(small("vit"), torch.randn(1, 28, 28))
+        attention_maps(small("vit"), torch.randn(1, 28, 28))
     with pytest.raises(ValueError, match="no vit-pytorch attention"):
-        viz.attention_maps(build_model("cnn", "mnist"), torch.randn(1, 1, 28, 28))
+        attention_maps(build_model("cnn", "mnist"), torch.randn(1, 1, 28, 28))
     with pytest.raises(ValueError, match="layers, heads"):
-        viz.attention_rollout(torch.rand(2, 3, 5, 5))
+        attention_rollout(torch.rand(2, 3, 5, 5))
 
 
 def test_rollout_rows_sum_to_one(images):
-    rollout = viz.attention_rollout(viz.attention_maps(small("vit"), images))
+    rollout = attention_rollout(attention_maps(small("vit"), images))
     assert rollout.shape == (3, 50, 50)
     torch.testing.assert_close(rollout.sum(-1), torch.ones(3, 50))
 
@@ -118,18 +119,18 @@ def test_rollout_matches_a_hand_computed_case():
     layer2 = torch.tensor([[[0.0, 1.0], [1.0, 0.0]], [[0.0, 1.0], [1.0, 0.0]]])
     maps = torch.stack([layer1, layer2])[None]  # [1, 2, 2, 2, 2]
     expected = torch.tensor([[0.5, 0.5], [0.5, 0.5]]) @ torch.tensor([[1.0, 0.0], [0.25, 0.75]])
-    torch.testing.assert_close(viz.attention_rollout(maps)[0], expected)
+    torch.testing.assert_close(attention_rollout(maps)[0], expected)
     torch.testing.assert_close(expected, torch.tensor([[0.625, 0.375], [0.625, 0.375]]))
 
 
 def test_cls_map_and_position_similarity():
     model = small("vit", patch_size=7)
-    sim = viz.position_similarity(model)
+    sim = position_similarity(model)
     assert sim.shape == (16, 16)
     torch.testing.assert_close(sim.diagonal(), torch.ones(16))
-    assert viz.cls_map(torch.rand(2, 17, 17)).shape == (2, 4, 4)
+    assert cls_map(torch.rand(2, 17, 17)).shape == (2, 4, 4)
     with pytest.raises(ValueError, match="square grid"):
-        viz.cls_map(torch.rand(18, 18))
+        cls_map(torch.rand(18, 18))
 
 
 def test_rollout_options_match_hand_computed_cases():
@@ -141,20 +142,20 @@ def test_rollout_options_match_hand_computed_cases():
         a = fused + torch.eye(2)
         return a / a.sum(-1, keepdim=True)
     # mean [[.5, .5], [.2, .8]] -> +I [[1.5, .5], [.2, 1.8]] -> rows / 2
-    torch.testing.assert_close(viz.attention_rollout(maps), torch.tensor([[[0.75, 0.25], [0.1, 0.9]]]))
+    torch.testing.assert_close(attention_rollout(maps), torch.tensor([[[0.75, 0.25], [0.1, 0.9]]]))
     # max [[.8, .8], [.4, 1.]] -> [[1.8, .8], [.4, 2.]]; min [[.2, .2], [0., .6]] -> [[1.2, .2], [0., 1.6]]
-    torch.testing.assert_close(viz.attention_rollout(maps, "max")[0], by_hand(torch.tensor([[0.8, 0.8], [0.4, 1.0]])))
-    torch.testing.assert_close(viz.attention_rollout(maps, "min")[0], torch.tensor([[1.2 / 1.4, 0.2 / 1.4], [0.0, 1.0]]))
+    torch.testing.assert_close(attention_rollout(maps, "max")[0], by_hand(torch.tensor([[0.8, 0.8], [0.4, 1.0]])))
+    torch.testing.assert_close(attention_rollout(maps, "min")[0], torch.tensor([[1.2 / 1.4, 0.2 / 1.4], [0.0, 1.0]]))
     # discard 0.5 of 4 entries = 2: of mean [[.5, .5], [.2, .8]] the smallest two, never [0, 0]:
     # .2 at [1, 0] and one .5 at [0, 1] -> [[.5, 0], [0, .8]] -> +I -> identity after renormalizing
-    torch.testing.assert_close(viz.attention_rollout(maps, discard_ratio=0.5)[0], torch.eye(2))
+    torch.testing.assert_close(attention_rollout(maps, discard_ratio=0.5)[0], torch.eye(2))
     # discard 0.25 = 1 entry: only .2 -> [[.5, .5], [0, .8]] -> [[1.5, .5], [0, 1.8]] / rows
-    torch.testing.assert_close(viz.attention_rollout(maps, discard_ratio=0.25)[0],
+    torch.testing.assert_close(attention_rollout(maps, discard_ratio=0.25)[0],
                                torch.tensor([[0.75, 0.25], [0.0, 1.0]]))
     with pytest.raises(ValueError, match="head_fusion"):
-        viz.attention_rollout(maps, "median")
+        attention_rollout(maps, "median")
     with pytest.raises(ValueError, match="discard_ratio"):
-        viz.attention_rollout(maps, discard_ratio=1.0)
+        attention_rollout(maps, discard_ratio=1.0)
 
 
 def hand_gradient_rollout(net, x, target):
@@ -183,10 +184,10 @@ def test_gradient_rollout_matches_a_hand_computation(images):
     model = small("vit", patch_size=7).eval()
     target = torch.tensor([3, 0, 9])
     expected = hand_gradient_rollout(model, images, target)[:, 0, 1:].reshape(3, 4, 4)
-    got = viz.gradient_rollout(model, images, target)
+    got = gradient_rollout(model, images, target)
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
     assert (got >= 0).all() and got.sum() > 0
-    assert not torch.allclose(got, viz.gradient_rollout(model, images, 5)), "the target must matter"
+    assert not torch.allclose(got, gradient_rollout(model, images, 5)), "the target must matter"
     assert all(p.grad is None for p in model.parameters()) and no_hooks(model)
 
 
@@ -199,12 +200,12 @@ def shared_scale(fig):
 
 def test_attention_pictures_use_one_colour_scale_with_a_colourbar(images):
     model = small("vit", patch_size=7)
-    maps = viz.attention_maps(model, images)
-    for fig, top in [(viz.plot_attention_grid(maps[0], images[0], "x"), viz.cls_map(maps[0]).max()),
+    maps = attention_maps(model, images)
+    for fig, top in [(viz.plot_attention_grid(maps[0], images[0], "x"), cls_map(maps[0]).max()),
                      (viz.plot_attention_grid(maps[0], images[0], query=5, layers=[1]),
-                      viz.token_map(maps[0, [1]], 5).max()),
-                     (viz.plot_cls_attention(viz.attention_rollout(maps), images),
-                      viz.cls_map(viz.attention_rollout(maps)).max())]:
+                      token_map(maps[0, [1]], 5).max()),
+                     (viz.plot_cls_attention(attention_rollout(maps), images),
+                      cls_map(attention_rollout(maps)).max())]:
         scales, bars = shared_scale(fig)
         assert scales == {(0.0, float(top))}, scales
         assert bars == 1
@@ -214,11 +215,11 @@ def test_attention_pictures_use_one_colour_scale_with_a_colourbar(images):
 
 
 def test_rollout_pictures_are_blocks_that_state_their_range_against_uniform(images):
-    maps = viz.attention_maps(small("vit", patch_size=7), images)
-    rollout = viz.attention_rollout(maps)  # [3, 17, 17]
+    maps = attention_maps(small("vit", patch_size=7), images)
+    rollout = attention_rollout(maps)  # [3, 17, 17]
     fig = viz.plot_cls_attention(rollout, images)
     panels = [ax for ax in fig.axes if ax.get_xlabel()]
-    grid = viz.cls_map(rollout)[0]
+    grid = cls_map(rollout)[0]
     assert panels[0].get_xlabel().startswith(f"{float(grid.min()):.3f} to {float(grid.max()):.3f} (uniform 0.059)")
     shown = next(im for im in panels[0].images if im.get_cmap().name == "inferno").get_array()
     assert len(set(shown.ravel().tolist())) <= 16  # one flat block per patch: nothing finer is invented
@@ -228,7 +229,7 @@ def test_rollout_pictures_are_blocks_that_state_their_range_against_uniform(imag
 
 def test_plots_return_figures(images):
     model = small("vit", patch_size=7)  # 16 patches keep the position-similarity grid quick
-    maps = viz.attention_maps(model, images)
+    maps = attention_maps(model, images)
     grid = viz.plot_attention_grid(maps[0], images[0])
     titles = [ax.get_title() for ax in grid.axes]
     assert "Layer 1, Head 2" in titles and "Layer 2, Head 4" in titles
@@ -238,8 +239,8 @@ def test_plots_return_figures(images):
     named = viz.prediction_titles(model, images, [7, 2, 1], classes=classes)
     predicted = int(titles[1].split("predicted ")[1].split(" ")[0])
     assert named[1].startswith(f"#1: label class 2, predicted class {predicted} (")
-    rel = viz.gradient_rollout(model, images, 1)
-    for fig in (grid, viz.plot_cls_attention(viz.attention_rollout(maps), images, list("abc")),
+    rel = gradient_rollout(model, images, 1)
+    for fig in (grid, viz.plot_cls_attention(attention_rollout(maps), images, list("abc")),
                 viz.plot_relevance(rel, images, list("abc")), viz.plot_position_similarity(model)):
         assert isinstance(fig, Figure)
         assert viz.figure_png(fig)[:4] == b"\x89PNG"

@@ -11,7 +11,7 @@ import torch
 
 from coursekit import reproduce, weights
 from coursekit.models import build_model
-from coursekit.recipes import RECIPES, VIT_SETTINGS
+from coursekit.runs import settings
 from coursekit.train import History
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,9 +40,11 @@ def test_the_homework_ships_no_weights():
 
 @pytest.mark.parametrize("file", SHIPPED)
 def test_each_shipped_model_reproduces_its_recorded_test_accuracy(file):
-    model, info = weights.load(file.removesuffix(".safetensors"))
-    b = info["build"]
-    expected = build_model(b["kind"], b["dataset"], b["grid"], **b["overrides"])
+    name = file.removesuffix(".safetensors")
+    model, info = weights.load(name)
+    r = info["run"]
+    assert info["run"] == settings(*weights.NOTEBOOKS[name[:2]][name], fast=False).as_dict()
+    expected = build_model(r["model"], r["dataset"], r["grid"], **r["sizes"])
     assert type(model) is type(expected) and not model.training
     assert [(k, v.shape) for k, v in model.state_dict().items()] == \
         [(k, v.shape) for k, v in expected.state_dict().items()]
@@ -52,20 +54,21 @@ def test_each_shipped_model_reproduces_its_recorded_test_accuracy(file):
     try:
         acc = weights.test_accuracy(model, info, download=False)
     except FileNotFoundError as error:  # CI has the data (COURSEKIT_DATA); a laptop may not
-        pytest.skip(f"{b['dataset']}'s real test set is not here: {error}")
+        pytest.skip(f"{r['dataset']}'s real test set is not here: {error}")
     # evaluated as recorded (same precision, the whole test set): 0.05 points is 5 of 10,000 images
     assert acc == pytest.approx(info["test_acc"], abs=0.05)
 
 
-def test_notebook_03_recipes_are_the_shipped_ones():
-    for key, recipe in RECIPES.items():
-        _, info = weights.load(f"03_{key}")
-        assert info["recipe"] == recipe.as_dict() and info["build"]["overrides"] == recipe.model
+def test_notebook_03_runs_are_the_shipped_ones():
+    for name, (grid, dataset, model) in weights.NOTEBOOKS["03"].items():
+        run = settings(grid, dataset, model, fast=False)
+        _, info = weights.load(name)
+        assert info["run"] == run.as_dict() and grid == "notebook03"
         assert info["command"] == "python -m coursekit.weights --train 03"
-        assert len(info["history"]["train_loss"]) == recipe.epochs
-    assert RECIPES["mnist_vit"].model == VIT_SETTINGS
+        assert len(info["history"]["train_loss"]) == run.epochs
     source = (ROOT / "notebooks" / "03_vit_mnist.ipynb").read_text()
-    assert "RECIPES[" in source and "VIT_SETTINGS = RECIPES" in source, "notebook 03 reads the recipes"
+    assert 'settings(\\"notebook03\\"' in source and 'VIT_SETTINGS = RUNS[\\"vit\\"].sizes' in source, \
+        "notebook 03 reads its runs"
 
 
 @pytest.fixture
@@ -115,7 +118,7 @@ def test_save_and_read_round_trip_in_fp32_and_fp16(tmp_path):
     torch.manual_seed(0)
     model = build_model("hybrid", "mnist", "cpu")  # batch norm: an integer step counter too
     state = model.state_dict()
-    info = {"build": {"kind": "hybrid", "dataset": "mnist", "grid": "cpu", "overrides": {}},
+    info = {"run": settings("cpu", "mnist", "hybrid", fast=False).as_dict(),
             "history": History(train_loss=[1.0], best_val_acc=0.5, best_epoch=0).as_dict(), "note": "ünïcode"}
     fp32, fp16 = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     digest = weights.save(model, fp32, info)
@@ -163,24 +166,22 @@ def test_the_weights_choice(tmp_path):
 
 def test_the_command_trains_writes_and_resumes_in_fast_mode(real_root, tmp_path, capsys, monkeypatch):
     runs, out = tmp_path / "runs", tmp_path / "out"
-    assert weights.main(["--train", "03", "--fast", "--runs", str(runs), "--out", str(out)]) == 0
+    assert weights.main(["--train", "03", "--runs", str(runs), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    for key in RECIPES:
-        file = out / f"03_{key}.safetensors"
+    for name, triple in weights.NOTEBOOKS["03"].items():
+        file = out / f"{name}.safetensors"
         assert f'"{file.name}": "{weights.sha256(file)}",' in printed  # the table to paste
         model, info = weights.load(file.stem, out)
         assert info["fast_mode"] and "FAST MODE" in weights.describe(info)
-        assert info["recipe"] == RECIPES[key].as_dict() and info["threads"] == torch.get_num_threads()
+        assert info["run"] == settings(*triple).as_dict() and info["threads"] == torch.get_num_threads()
     # a second run resumes: nothing is trained again
     monkeypatch.setattr(weights, "fit", lambda *a, **k: pytest.fail("trained again"))
-    assert weights.main(["--train", "03", "--fast", "--runs", str(runs), "--out", str(out)]) == 0
+    assert weights.main(["--train", "03", "--runs", str(runs), "--out", str(out)]) == 0
 
 
 def test_the_course_grid_is_written_as_reproduce_writes_it(real_root, tmp_path, monkeypatch, capsys):
     # notebook 05's "course" path, on one fast-trained pair standing in for the shipped grid
-    monkeypatch.setattr(weights, "GRID_DATASETS", ("mnist",))
-    monkeypatch.setattr(weights, "KINDS", ("cnn",))
-    monkeypatch.setitem(weights.NOTEBOOKS, "05", ["05_cpu_mnist_cnn"])
+    monkeypatch.setitem(weights.NOTEBOOKS, "05", {"05_cpu_mnist_cnn": ("cpu", "mnist", "cnn")})
     monkeypatch.setattr(weights, "SHIPPED", {})
     with pytest.raises(FileNotFoundError, match="does not ship notebook 05's trained weights yet.*--train 05"):
         weights.use_grid(tmp_path / "nothing")
@@ -193,7 +194,8 @@ def test_the_course_grid_is_written_as_reproduce_writes_it(real_root, tmp_path, 
     assert (tmp_path / "out" / "results.md").exists()
     state = torch.load(reproduce.pair_path(tmp_path / "out", "cnn", "mnist").with_suffix(".pt"))
     build_model("cnn", "mnist", "cpu").load_state_dict(state)
-    assert "05_cpu_mnist_cnn: trained by `python -m coursekit.reproduce --grid cpu" in capsys.readouterr().out
+    assert "05_cpu_mnist_cnn: trained by `python -m coursekit.reproduce --grid cpu --datasets mnist --models cnn`" \
+        in capsys.readouterr().out
 
 
 def test_notebook_03_trains_and_keeps_its_models_in_a_folder(real_root, tmp_path):
@@ -211,7 +213,7 @@ def test_notebook_03_trains_and_keeps_its_models_in_a_folder(real_root, tmp_path
                    resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "loaded" not in text and "03_mnist_vit: saved to" in text
-    for key in RECIPES:
-        model, info = weights.load(f"03_{key}", keep)
-        assert info["fast_mode"] and info["recipe"] == RECIPES[key].as_dict()
+    for name, triple in weights.NOTEBOOKS["03"].items():
+        model, info = weights.load(name, keep)
+        assert info["fast_mode"] and info["run"] == settings(*triple, fast=True).as_dict()
         assert info["command"] == "notebook 03" and len(info["history"]["val_acc"]) == 1
