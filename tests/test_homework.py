@@ -309,7 +309,7 @@ def tiny_vit_and_images():
 
 
 def test_score_attention_needs_a_misclassified_image_and_its_maps(tiny_vit_and_images):
-    from coursekit.viz import attention_maps
+    from coursekit.maps import attention_maps
 
     vit, images, predicted = tiny_vit_and_images
     labels = predicted.clone()
