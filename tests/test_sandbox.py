@@ -21,7 +21,7 @@ import nbformat
 import pytest
 
 from coursekit import sandbox
-from coursekit.scorers import show
+from coursekit.feedback import show
 from coursekit.config import cache_dir
 from coursekit import grade
 from test_grade import SOLUTION, first_tasks, needs_data, needs_sandbox, reading_task, toy_notebook, write
