@@ -29,6 +29,7 @@ The instructor's grader (not in the student edition):
 - ``coursekit.tasks``      the task registry, and what answers are checked against
 - ``coursekit.collect``    what the grader runs in a kernel to collect an answer
 - ``coursekit.sandbox``    the bubblewrap sandbox every submission's kernel runs in
+- ``coursekit.kernel``     a submission's kernel: cells run one by one with time limits, answers read back
 - ``coursekit.reports``    a report as text, one CSV row per submission, reports merged into one CSV
 - ``coursekit.batch``      a folder of submissions, N at a time, each in a worker process
 - ``coursekit.grade``      one submission, and the command line: ``python -m coursekit.grade``

@@ -7,8 +7,9 @@ accuracies on the test set read from the raw files).
 Each task is one entry of :data:`TASKS`: its title, whether it is graded by hand, the snippet the
 grader runs in the submission's kernel to collect the raw answer (see :mod:`coursekit.collect`),
 and the function that scores that answer with :mod:`coursekit.scorers` (the config task with
-:mod:`coursekit.vitconfig`); its points live in :data:`coursekit.homework.POINTS`. The grader (:mod:`coursekit.grade`) knows no task by name: adding
-a task is one entry here and one in ``POINTS``, plus its cells in the notebook.
+:mod:`coursekit.vitconfig`); its points live in :data:`coursekit.homework.POINTS`. The grader
+(:mod:`coursekit.grade`) knows no task by name: adding a task is one entry here and one in
+``POINTS``, plus its cells in the notebook.
 """
 
 from __future__ import annotations
