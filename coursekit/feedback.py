@@ -28,7 +28,3 @@ def show(x, limit: int = 40) -> str:
     text = repr(x) if isinstance(x, (str, int, float, bool, type(None))) else f"<{shape_of(x)}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
-
-def is_number(x) -> bool:
-    """Whether ``x`` is a plain int or float (a bool is not a number here)."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool)

@@ -19,7 +19,7 @@ import math
 import torch
 
 from .data import dataset_info
-from .feedback import credit, is_number, shape_of, show
+from .feedback import credit, shape_of, show
 from .maps import attention_maps
 from .vitconfig import DATASET
 
@@ -27,6 +27,10 @@ CLASSES = dataset_info(DATASET).classes
 ACC_TOLERANCE = 0.005  # a reported accuracy may differ this much from the grader's measurement
 FLOP_TOLERANCE = 0.01  # a reported operation count may differ this much (relative) from the grader's
 COST_TOLERANCES = (1.05, 1.25)  # a cost ratio within these factors of the grader's count: all, half
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def score_data(indices, targets, k: int) -> dict:
@@ -143,7 +147,7 @@ def score_training(measured: dict, errors: list[str], targets: dict, floors: dic
 
 
 def _close(x, want: float, tolerance: float) -> bool:
-    return is_number(x) and abs(x - want) <= tolerance * abs(want)
+    return _is_number(x) and abs(x - want) <= tolerance * abs(want)
 
 
 def score_comparison(rows, measured: dict) -> dict:
@@ -164,7 +168,7 @@ def score_comparison(rows, measured: dict) -> dict:
     feedback = []
     for name, row in by_model.items():
         ms, mflops = row.get("ms_per_image"), row.get("mflops_per_image")
-        if not is_number(ms) or not 0 < ms < 10_000:
+        if not _is_number(ms) or not 0 < ms < 10_000:
             cost_ok = False
             feedback.append(f"{name}: ms_per_image={show(ms)} should be a positive time in milliseconds")
         if name not in measured:
@@ -176,7 +180,7 @@ def score_comparison(rows, measured: dict) -> dict:
             numbers_ok = False
             feedback.append(f"{name}: params={show(row.get('params'))}, but the model has {real['params']:,}")
         acc = row.get("test_acc")
-        if not is_number(acc) or not 0 <= acc <= 1:
+        if not _is_number(acc) or not 0 <= acc <= 1:
             numbers_ok = False
             feedback.append(f"{name}: test_acc={show(acc)} should be a fraction in [0, 1]")
         elif abs(acc - real["acc"]) > ACC_TOLERANCE:
@@ -229,7 +233,7 @@ def score_cost(ratio, counted: float) -> dict:
     All the points within a factor ``COST_TOLERANCES[0]`` of the count, half within
     ``COST_TOLERANCES[1]``. The feedback says which way the answer is off, not the count.
     """
-    if not is_number(ratio) or not 0 < ratio < float("inf"):
+    if not _is_number(ratio) or not 0 < ratio < float("inf"):
         return credit(0, [f"cost_ratio must be a positive number (a ratio of two counts), got {show(ratio)}"])
     off = max(ratio / counted, counted / ratio)
     full, half = COST_TOLERANCES
