@@ -17,7 +17,9 @@ One module per idea, each importing only those above it (a dataset name walks do
 - ``coursekit.maps``       the numbers attention pictures draw: maps, rollout, token maps
 - ``coursekit.viz``        attention maps, rollout and patch grids as pictures
 - ``coursekit.explorer``   the interactive attention explorer (ipywidgets)
-- ``coursekit.scorers``    how a homework answer is scored (checks only: none computes an answer)
+- ``coursekit.feedback``   what a scorer returns (``credit``) and how feedback shows a learner's value
+- ``coursekit.vitconfig``  is a homework ViT configuration allowed? its rules, and the config task's score
+- ``coursekit.scorers``    how the other homework answers are scored (checks only: none computes an answer)
 - ``coursekit.homework``   the homework's data, points and the checks its notebook calls
 - ``coursekit.reproduce``  the results table of notebook 05: ``python -m coursekit.reproduce``
 - ``coursekit.weights``    the course's trained weights: load, save, ``python -m coursekit.weights``
@@ -27,6 +29,7 @@ The instructor's grader (not in the student edition):
 - ``coursekit.tasks``      the task registry, and what answers are checked against
 - ``coursekit.collect``    what the grader runs in a kernel to collect an answer
 - ``coursekit.sandbox``    the bubblewrap sandbox every submission's kernel runs in
+- ``coursekit.kernel``     a submission's kernel: cells run one by one with time limits, answers read back
 - ``coursekit.reports``    a report as text, one CSV row per submission, reports merged into one CSV
 - ``coursekit.batch``      a folder of submissions, N at a time, each in a worker process
 - ``coursekit.grade``      one submission, and the command line: ``python -m coursekit.grade``

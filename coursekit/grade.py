@@ -18,7 +18,7 @@ How it stays fair:
   anything the grader's user can).
 - The submission runs on an in-memory copy; the file is only read. Every cell has a time limit
   (``--timeout``); a cell over it is interrupted (the kernel is restarted if it does not stop) and
-  the notebook goes on; ``--total`` caps the whole run.
+  the notebook goes on; ``--total`` caps the whole run (:mod:`coursekit.kernel`).
 - The grader knows no task by name. Task cells are found by their metadata
   ``{"coursekit": {"task": ...}}`` and everything else about a task (points, collect snippet,
   scorer) comes from the registry :data:`coursekit.tasks.TASKS`, imported with everything it
@@ -39,43 +39,23 @@ import json
 import logging
 import os
 import secrets
-import stat
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import nbformat
 import torch
-from nbclient import NotebookClient
-from nbclient.exceptions import CellTimeoutError, DeadKernelError
-from nbclient.util import run_sync
 
 from . import batch
 from . import homework as hw
 from . import reports, sandbox
 from .collect import collector_source
 from .config import child_environment, is_fast
-from .reports import GradeError, format_report
+from .feedback import credit, show
 from .files import save_atomically
-from .scorers import credit, show
+from .kernel import Runner, read_answer
+from .reports import GradeError, format_report
 from .tasks import TASKS, Context, Task
-
-MAX_ANSWER_BYTES = 256 * 2**20  # a handed-over answer larger than this is refused
-
-_QUIET = logging.getLogger("coursekit.grade.kernel")  # nbclient's timeout messages: the report says it
-_QUIET.setLevel(logging.CRITICAL)
-
-
-class _Client(NotebookClient):
-    """Keeps only a cell's errors: what a cell prints or shows is never graded, so a flood of output
-    cannot fill the grader's memory."""
-
-    def output(self, outs, msg, display_id, cell_index):
-        if msg["msg_type"] == "error":
-            return super().output(outs, msg, display_id, cell_index)
-        return None
 
 
 def read_notebook(path) -> nbformat.NotebookNode:
@@ -91,106 +71,6 @@ def read_notebook(path) -> nbformat.NotebookNode:
 def _task(cell) -> str | None:
     meta = cell.get("metadata", {}).get("coursekit", {})
     return meta.get("task") if isinstance(meta, dict) else None
-
-
-def _error_of(cell) -> str | None:
-    for out in cell.get("outputs", []):
-        if out.get("output_type") == "error":
-            return f"{out.get('ename')}: {str(out.get('evalue'))[:200]}"
-    return None
-
-
-class _Runner:
-    """Executes cells one by one in a kernel of its own, with per-cell and total limits.
-
-    limits: the sandbox's (:class:`coursekit.sandbox.Limits`), or None to run the kernel unsandboxed
-    with environment ``env``.
-    """
-
-    def __init__(self, nb, timeout: float, total: float, workdir: str, env: dict,
-                 limits: sandbox.Limits | None):
-        self.nb, self.workdir, self.env, self.limits = nb, workdir, env, limits
-        self.timeout, self.deadline = timeout, time.monotonic() + total
-        self.replay: list = []  # cells that ran without error, run again in a restarted kernel
-        self.starts = 0
-        self._start()
-
-    def _start(self) -> None:
-        self.starts += 1
-        km = None
-        if self.limits is not None:
-            km = sandbox.kernel_manager(Path(self.workdir, f"kernel-{self.starts}"), self.limits)
-        self.client = _Client(self.nb, km=km, timeout=int(self.timeout), kernel_name="python3",
-                              allow_errors=True, interrupt_on_timeout=False, record_timing=False,
-                              store_widget_state=False, resources={"metadata": {"path": self.workdir}},
-                              log=_QUIET)
-        if km is None:
-            self.client.km = self.client.create_kernel_manager()
-        # in a session of its own; what it prints outside cells (its banner, a flood) goes nowhere
-        self.client.start_new_kernel(env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.client.start_new_kernel_client()
-        if km is not None:
-            km.seal()
-
-    @property
-    def exchange(self) -> Path:
-        """The folder the kernel reads its inputs from and writes its answers to."""
-        km = self.client.km
-        return km.sockets if self.limits is not None else Path(self.workdir)
-
-    def answer_file(self, path: Path) -> None:
-        """Make the file the kernel hands an answer over in (a sealed sandbox cannot make files)."""
-        if self.limits is not None:
-            self.client.km.answer_file(path)
-
-    def close(self) -> None:
-        """Stop the kernel for good (SIGKILL: a submission may ignore gentler signals)."""
-        try:
-            self.client.kc.stop_channels()
-        finally:
-            process = getattr(self.client.km.provisioner, "process", None)
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.wait(timeout=30)
-
-    def left(self) -> float:
-        return self.deadline - time.monotonic()
-
-    def run(self, cell, limit: float | None = None) -> str | None:
-        """Run one cell: None if fine, else why not (its error, or a time limit)."""
-        limit = min(limit or self.timeout, self.left())
-        if limit <= 1:
-            return "not run: the total time limit of the notebook was reached"
-        self.client.timeout = int(limit)
-        try:
-            self.client.execute_cell(cell, 0)
-        except CellTimeoutError:
-            self._recover()
-            return f"timed out after {int(limit)} s and was interrupted"
-        except DeadKernelError:
-            self._restart()
-            return "the kernel died (out of memory?) and was restarted"
-        return _error_of(cell)
-
-    def _recover(self) -> None:
-        """Interrupt the cell; if the kernel does not answer within 15 s, start a new one."""
-        run_sync(self.client.km.interrupt_kernel)()
-        self.client.timeout = 15
-        try:
-            self.client.execute_cell(nbformat.v4.new_code_cell("pass"), 0)
-        except (CellTimeoutError, DeadKernelError):
-            self._restart()
-
-    def _restart(self) -> None:
-        """A fresh kernel that re-runs every cell that had worked, so that later tasks still run."""
-        self.close()
-        self._start()
-        for cell in self.replay:
-            self.client.timeout = int(max(1, min(self.timeout, self.left())))
-            try:
-                self.client.execute_cell(nbformat.v4.new_code_cell(cell.source), 0)
-            except (CellTimeoutError, DeadKernelError):
-                return
 
 
 def _manual(cells) -> str:
@@ -212,7 +92,7 @@ def grade(path, timeout: float = 1800, total: float = 3600, tasks: dict | None =
     cells = {t: [c for c in nb.cells if _task(c) == t] for t in tasks}
     results = {}
     with tempfile.TemporaryDirectory(prefix="coursekit-grade-") as workdir:
-        runner = _Runner(nb, timeout, total, workdir, child_environment() if env is None else env, limits)
+        runner = Runner(nb, timeout, total, workdir, child_environment() if env is None else env, limits)
         last = {id(cs[-1]): t for t, cs in cells.items() if cs and not tasks[t].manual}
         failed: dict[str, str] = {}
         context = Context()
@@ -248,7 +128,7 @@ def grade(path, timeout: float = 1800, total: float = 3600, tasks: dict | None =
             "fast_mode": is_fast(), "sandbox": limits is not None, "tasks": report_tasks}
 
 
-def _grade_task(name: str, tasks: dict, failure: str | None, runner: _Runner, context: Context) -> dict:
+def _grade_task(name: str, tasks: dict, failure: str | None, runner: Runner, context: Context) -> dict:
     task = tasks[name]
     if failure:
         outcome = credit(0, [failure])
@@ -268,22 +148,7 @@ def _grade_task(name: str, tasks: dict, failure: str | None, runner: _Runner, co
     return hw.result(name, outcome, task.points)
 
 
-def _read_answer(path: Path):
-    """The answer file the kernel wrote: a plain file (no link), of bounded size, plain data only."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block us
-    except FileNotFoundError:
-        return None
-    with os.fdopen(fd, "rb") as file:
-        info = os.fstat(file.fileno())
-        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_ANSWER_BYTES:
-            raise ValueError(f"the answer file is not a plain file of at most {MAX_ANSWER_BYTES >> 20} MB")
-        if info.st_size == 0:  # made by the grader, never written
-            return None
-        return torch.load(file, weights_only=True)
-
-
-def _collect_and_score(task: Task, runner: _Runner, context: Context) -> dict:
+def _collect_and_score(task: Task, runner: Runner, context: Context) -> dict:
     token = secrets.token_hex(8)
     inputs = task.inputs() if task.inputs else {}
     inputs_path, out_path = runner.exchange / f"in-{token}.pt", runner.exchange / f"out-{token}.pt"
@@ -293,7 +158,7 @@ def _collect_and_score(task: Task, runner: _Runner, context: Context) -> dict:
     cell = nbformat.v4.new_code_cell(collector_source(task.collect, str(inputs_path), str(out_path)))
     why = runner.run(cell, min(runner.timeout, 300))
     try:
-        answer = None if why else _read_answer(out_path)
+        answer = None if why else read_answer(out_path)
     except Exception as error:
         return credit(0, [f"could not read your answer: it is not plain data ({type(error).__name__})"])
     finally:

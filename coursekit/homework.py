@@ -1,13 +1,14 @@
 """The Fashion-MNIST homework (notebook 04): its fixed data, its points, and the in-notebook checks.
 
 The notebook calls the ``check_*`` functions after each task: they score the learner's answer with
-:mod:`coursekit.scorers` and print feedback ("expected shape [3, 16, 49], got [3, 49, 16]") without
-showing the solution. Nothing here computes an answer: where a check would need one (the cost
-task's operation count, every cell of the confusion matrix, the comparison's operation counts) it
-checks what the learner can compute too (a plausible range, the matrix's totals) and says that the
-grader checks the rest. Those points are only a guide: the instructor's grader
-(:mod:`coursekit.grade`, with the task registry :mod:`coursekit.tasks`; neither is in the student
-edition) runs the notebook again and scores every raw answer in its own process.
+:mod:`coursekit.scorers` (the config task with :mod:`coursekit.vitconfig`) and print feedback
+("expected shape [3, 16, 49], got [3, 49, 16]") without showing the solution. Nothing here computes
+an answer: where a check would need one (the cost task's operation count, every cell of the
+confusion matrix, the comparison's operation counts) it checks what the learner can compute too (a
+plausible range, the matrix's totals) and says that the grader checks the rest. Those points are
+only a guide: the instructor's grader (:mod:`coursekit.grade`, with the task registry
+:mod:`coursekit.tasks`; neither is in the student edition) runs the notebook again and scores every
+raw answer in its own process.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import torch
 from .config import fast_or
 from .bench import count_parameters
 from .data import get_loaders
-from .scorers import (CLASSES, DATASET, SIDE, credit, patches, patchify_cases, score_attention,  # noqa: F401
-                      score_comparison, score_config, score_confusion_totals, score_data, score_patchify,
-                      score_training, show)
+from .feedback import credit, show
+from .scorers import (CLASSES, patchify_cases, score_attention, score_comparison,  # noqa: F401 (homework.CLASSES)
+                      score_confusion_totals, score_data, score_patchify, score_training)
 from .train import evaluate
+from .vitconfig import DATASET, SIDE, patches, score_config  # noqa: F401 (homework.SIDE)
 
 POINTS = {"data": 1, "patchify": 2, "config": 1, "cost": 2, "training": 3, "comparison": 1,
           "confusion": 2, "attention": 2, "reflection": 3}  # per task, in notebook order

@@ -39,7 +39,8 @@ from .config import CACHE_ENV, DATA_ENV, FAST_ENV, data_root, is_fast
 NOBODY = 65534  # the user a kernel runs as in a user namespace (the grader not run as root)
 UID_BASE = 1_900_000_000  # as root: a kernel's user id is this plus the grading process's PID
 HOME = "/home/student"  # the kernel's private work folder
-GRADER_ONLY = ("grade.py", "batch.py", "reports.py", "collect.py", "sandbox.py", "tasks.py", "release.py")  # not for kernels
+GRADER_ONLY = ("grade.py", "kernel.py", "batch.py", "reports.py", "collect.py", "sandbox.py", "tasks.py",
+               "release.py")  # not for kernels
 SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/etc")  # read-only, where they exist
 
 

@@ -6,9 +6,10 @@ accuracies on the test set read from the raw files).
 
 Each task is one entry of :data:`TASKS`: its title, whether it is graded by hand, the snippet the
 grader runs in the submission's kernel to collect the raw answer (see :mod:`coursekit.collect`),
-and the function that scores that answer with :mod:`coursekit.scorers`; its points live in
-:data:`coursekit.homework.POINTS`. The grader (:mod:`coursekit.grade`) knows no task by name: adding
-a task is one entry here and one in ``POINTS``, plus its cells in the notebook.
+and the function that scores that answer with :mod:`coursekit.scorers` (the config task with
+:mod:`coursekit.vitconfig`); its points live in :data:`coursekit.homework.POINTS`. The grader
+(:mod:`coursekit.grade`) knows no task by name: adding a task is one entry here and one in
+``POINTS``, plus its cells in the notebook.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from . import homework as hw
 from .bench import count_parameters
 from .config import fast_or
 from .data import get_dataset, split_indices
+from .feedback import credit
 from .models import build_model
-from .scorers import (DATASET, SIDE, credit, patchify_cases, score_attention, score_comparison, score_config,
-                      score_confusion, score_cost, score_data, score_patchify, score_training, vit_problem)
+from .scorers import (patchify_cases, score_attention, score_comparison, score_confusion, score_cost, score_data,
+                      score_patchify, score_training)
 from .tensordata import TensorLoader, load_split
 from .train import evaluate
+from .vitconfig import DATASET, SIDE, score_config, vit_problem
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from coursekit import collect, config, grade, homework as hw, sandbox, tasks as registry
-from coursekit.scorers import credit
+from coursekit.feedback import credit
 from coursekit.config import data_root
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,6 +14,7 @@ from torch.nn import functional as F
 from coursekit import homework as hw
 from coursekit import scorers as sc
 from coursekit import tasks
+from coursekit import vitconfig as vc
 from coursekit.models import build_model
 
 GOOD_CONFIG = dict(patch_size=7, dim=64, depth=4, heads=4, dim_head=16, mlp_dim=128)
@@ -76,16 +77,16 @@ def test_score_patchify_points_and_feedback():
 
 
 def test_score_config():
-    assert sc.score_config(GOOD_CONFIG, 16)["credit"] == 1
-    assert sc.score_config(GOOD_CONFIG, 49)["credit"] == 0.5  # wrong count
-    assert sc.score_config(GOOD_CONFIG, 16.0)["credit"] == 0.5  # a float is not a count
-    assert sc.score_config(dict(GOOD_CONFIG, patch_size=14), 4)["credit"] == 0.5  # 4 patches: too few
-    assert "does not divide" in sc.score_config(dict(GOOD_CONFIG, patch_size=5), 16)["feedback"]
-    assert sc.score_config(dict(GOOD_CONFIG, patch_size=5), 25)["credit"] == 0
-    over = sc.score_config(dict(GOOD_CONFIG, dim=512, mlp_dim=2048), 16)
+    assert vc.score_config(GOOD_CONFIG, 16)["credit"] == 1
+    assert vc.score_config(GOOD_CONFIG, 49)["credit"] == 0.5  # wrong count
+    assert vc.score_config(GOOD_CONFIG, 16.0)["credit"] == 0.5  # a float is not a count
+    assert vc.score_config(dict(GOOD_CONFIG, patch_size=14), 4)["credit"] == 0.5  # 4 patches: too few
+    assert "does not divide" in vc.score_config(dict(GOOD_CONFIG, patch_size=5), 16)["feedback"]
+    assert vc.score_config(dict(GOOD_CONFIG, patch_size=5), 25)["credit"] == 0
+    over = vc.score_config(dict(GOOD_CONFIG, dim=512, mlp_dim=2048), 16)
     assert over["credit"] == 0.5 and "over the budget of 1,199,882" in over["feedback"]
-    assert "got str" in sc.score_config("not a dict", 16)["feedback"]
-    assert sc.score_config({"patch_size": "7"}, 16)["credit"] == 0
+    assert "got str" in vc.score_config("not a dict", 16)["feedback"]
+    assert vc.score_config({"patch_size": "7"}, 16)["credit"] == 0
 
 
 def test_a_config_too_costly_to_run_is_refused_without_building_it():
@@ -94,13 +95,13 @@ def test_a_config_too_costly_to_run_is_refused_without_building_it():
     import resource
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     costly = dict(patch_size=1, dim=1, heads=1, dim_head=299_000, depth=1, mlp_dim=1)
-    outcome = sc.score_config(costly, 784, tasks.count_ops)  # as the grader scores it
+    outcome = vc.score_config(costly, 784, tasks.count_ops)  # as the grader scores it
     assert outcome["credit"] == 0.5 and "over the budget of 95.9 M" in outcome["feedback"]  # the count is right
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KB: no real weights
-    assert sc.score_config(costly, 784)["credit"] == 1  # the notebook's check cannot count operations
-    assert "from 1 to 64" in sc.vit_problem(dict(GOOD_CONFIG, depth=10**9))
-    assert sc.vit_problem(dict(GOOD_CONFIG, patch_size=4), tasks.count_ops) is None  # 49 patches fit
-    cnn = build_model("cnn", sc.DATASET)
+    assert vc.score_config(costly, 784)["credit"] == 1  # the notebook's check cannot count operations
+    assert "from 1 to 64" in vc.vit_problem(dict(GOOD_CONFIG, depth=10**9))
+    assert vc.vit_problem(dict(GOOD_CONFIG, patch_size=4), tasks.count_ops) is None  # 49 patches fit
+    cnn = build_model("cnn", vc.DATASET)
     assert tasks.count_ops(cnn) == tasks.flops(cnn, torch.zeros(1, 1, 28, 28)) == 23_984_896  # meta = real
 
 

@@ -58,7 +58,7 @@ def test_student_notebook_is_up_to_date_and_has_no_answers():
 def test_the_edition_holds_no_answers(edition):
     files = {str(p.relative_to(edition)) for p in edition.rglob("*") if p.is_file()}
     assert f"notebooks/{rel.HOMEWORK}" in files and "coursekit/homework.py" in files and "README.md" in files
-    for grader in ("grade", "batch", "collect", "sandbox", "tasks"):  # they compute what answers are checked against
+    for grader in ("grade", "kernel", "batch", "collect", "sandbox", "tasks"):  # they compute what answers are checked against
         assert f"coursekit/{grader}.py" not in files
     code = "\n".join((edition / f).read_text() for f in files if f.startswith("coursekit/"))
     for helper in ("reference_patchify", "cost_ratio", "measure", "vit_confusion", "confusion_matrix",

@@ -21,9 +21,9 @@ import nbformat
 import pytest
 
 from coursekit import sandbox
-from coursekit.scorers import show
+from coursekit.feedback import show
 from coursekit.config import cache_dir
-from coursekit import grade
+from coursekit import grade, kernel
 from test_grade import SOLUTION, first_tasks, needs_data, needs_sandbox, reading_task, toy_notebook, write
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,7 +180,7 @@ def test_without_a_sandbox_the_grader_refuses_and_names_the_way_out(tmp_path, mo
 
 
 def test_the_grader_keeps_no_output_of_a_cell_but_its_error():
-    client = grade._Client(nbformat.v4.new_notebook())
+    client = kernel._Client(nbformat.v4.new_notebook())
     client.reset_execution_trackers()
     client.clear_before_next_output = False  # as execute_cell sets it
     outs = []
@@ -192,7 +192,7 @@ def test_the_grader_keeps_no_output_of_a_cell_but_its_error():
     client.output(outs, message("display_data", data={"text/plain": "y"}, metadata={}), None, 0)
     assert outs == []  # a flood of printing or pictures stays in the kernel
     client.output(outs, message("error", ename="ValueError", evalue="bad", traceback=[]), None, 0)
-    assert [o["output_type"] for o in outs] == ["error"] and grade._error_of({"outputs": outs}) == "ValueError: bad"
+    assert [o["output_type"] for o in outs] == ["error"] and kernel._error_of({"outputs": outs}) == "ValueError: bad"
 
 
 @needs_sandbox

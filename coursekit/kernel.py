@@ -1,0 +1,156 @@
+"""A submission's kernel, as the grader drives it: cells run one by one, limits, restarts, answers read back.
+
+:class:`Runner` starts a kernel (in the sandbox of :mod:`coursekit.sandbox`, or unsandboxed when
+told) and runs one cell at a time with a time limit per cell and one for the whole notebook. A cell
+over its limit is interrupted; a kernel that does not stop, or dies, is replaced by a fresh one that
+runs again every cell that had worked, so later tasks still run. Only a cell's errors are kept:
+what it prints or shows is never graded. :func:`read_answer` reads the file in which the kernel
+hands an answer over, as plain data only. What to run and how to score it is :mod:`coursekit.grade`'s.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import nbformat
+import torch
+from nbclient import NotebookClient
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbclient.util import run_sync
+
+from . import sandbox
+
+MAX_ANSWER_BYTES = 256 * 2**20  # a handed-over answer larger than this is refused
+
+_QUIET = logging.getLogger("coursekit.grade.kernel")  # nbclient's timeout messages: the report says it
+_QUIET.setLevel(logging.CRITICAL)
+
+
+class _Client(NotebookClient):
+    """Keeps only a cell's errors: what a cell prints or shows is never graded, so a flood of output
+    cannot fill the grader's memory."""
+
+    def output(self, outs, msg, display_id, cell_index):
+        if msg["msg_type"] == "error":
+            return super().output(outs, msg, display_id, cell_index)
+        return None
+
+
+def _error_of(cell) -> str | None:
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "error":
+            return f"{out.get('ename')}: {str(out.get('evalue'))[:200]}"
+    return None
+
+
+class Runner:
+    """Executes cells one by one in a kernel of its own, with per-cell and total limits.
+
+    limits: the sandbox's (:class:`coursekit.sandbox.Limits`), or None to run the kernel unsandboxed
+    with environment ``env``.
+    """
+
+    def __init__(self, nb, timeout: float, total: float, workdir: str, env: dict,
+                 limits: sandbox.Limits | None):
+        self.nb, self.workdir, self.env, self.limits = nb, workdir, env, limits
+        self.timeout, self.deadline = timeout, time.monotonic() + total
+        self.replay: list = []  # cells that ran without error, run again in a restarted kernel
+        self.starts = 0
+        self._start()
+
+    def _start(self) -> None:
+        self.starts += 1
+        km = None
+        if self.limits is not None:
+            km = sandbox.kernel_manager(Path(self.workdir, f"kernel-{self.starts}"), self.limits)
+        self.client = _Client(self.nb, km=km, timeout=int(self.timeout), kernel_name="python3",
+                              allow_errors=True, interrupt_on_timeout=False, record_timing=False,
+                              store_widget_state=False, resources={"metadata": {"path": self.workdir}},
+                              log=_QUIET)
+        if km is None:
+            self.client.km = self.client.create_kernel_manager()
+        # in a session of its own; what it prints outside cells (its banner, a flood) goes nowhere
+        self.client.start_new_kernel(env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.client.start_new_kernel_client()
+        if km is not None:
+            km.seal()
+
+    @property
+    def exchange(self) -> Path:
+        """The folder the kernel reads its inputs from and writes its answers to."""
+        km = self.client.km
+        return km.sockets if self.limits is not None else Path(self.workdir)
+
+    def answer_file(self, path: Path) -> None:
+        """Make the file the kernel hands an answer over in (a sealed sandbox cannot make files)."""
+        if self.limits is not None:
+            self.client.km.answer_file(path)
+
+    def close(self) -> None:
+        """Stop the kernel for good (SIGKILL: a submission may ignore gentler signals)."""
+        try:
+            self.client.kc.stop_channels()
+        finally:
+            process = getattr(self.client.km.provisioner, "process", None)
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait(timeout=30)
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def run(self, cell, limit: float | None = None) -> str | None:
+        """Run one cell: None if fine, else why not (its error, or a time limit)."""
+        limit = min(limit or self.timeout, self.left())
+        if limit <= 1:
+            return "not run: the total time limit of the notebook was reached"
+        self.client.timeout = int(limit)
+        try:
+            self.client.execute_cell(cell, 0)
+        except CellTimeoutError:
+            self._recover()
+            return f"timed out after {int(limit)} s and was interrupted"
+        except DeadKernelError:
+            self._restart()
+            return "the kernel died (out of memory?) and was restarted"
+        return _error_of(cell)
+
+    def _recover(self) -> None:
+        """Interrupt the cell; if the kernel does not answer within 15 s, start a new one."""
+        run_sync(self.client.km.interrupt_kernel)()
+        self.client.timeout = 15
+        try:
+            self.client.execute_cell(nbformat.v4.new_code_cell("pass"), 0)
+        except (CellTimeoutError, DeadKernelError):
+            self._restart()
+
+    def _restart(self) -> None:
+        """A fresh kernel that re-runs every cell that had worked, so that later tasks still run."""
+        self.close()
+        self._start()
+        for cell in self.replay:
+            self.client.timeout = int(max(1, min(self.timeout, self.left())))
+            try:
+                self.client.execute_cell(nbformat.v4.new_code_cell(cell.source), 0)
+            except (CellTimeoutError, DeadKernelError):
+                return
+
+
+def read_answer(path: Path):
+    """The answer file the kernel wrote: a plain file (no link), of bounded size, plain data only."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block us
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_ANSWER_BYTES:
+            raise ValueError(f"the answer file is not a plain file of at most {MAX_ANSWER_BYTES >> 20} MB")
+        if info.st_size == 0:  # made by the grader, never written
+            return None
+        return torch.load(file, weights_only=True)
