@@ -82,9 +82,9 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    sizes = dict(patch_size=args.patch_size, dim=args.dim, depth=args.depth, heads=args.heads,
-                 dim_head=args.dim_head, mlp_dim=args.mlp_dim, dropout=args.dropout,
-                 emb_dropout=args.emb_dropout)
+    sizes = {"patch_size": args.patch_size, "dim": args.dim, "depth": args.depth, "heads": args.heads,
+             "dim_head": args.dim_head, "mlp_dim": args.mlp_dim, "dropout": args.dropout,
+             "emb_dropout": args.emb_dropout}
     seed_everything(args.seed)
     model = build_model("vit", "cifar10", **sizes)
     train, val, test = get_loaders("cifar10", batch_size=args.batch_size, augment=True, seed=args.seed,
