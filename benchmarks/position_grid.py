@@ -16,6 +16,8 @@ It prints one JSON line and appends it to ``--results``
 (default ``benchmarks/results/position_grid_cpu.jsonl``); ``--out`` gets the final (best validation
 epoch's) state_dict ``<name>.pt``, the record ``<name>.json`` and the similarity figure ``<name>.png``.
 ``--time-steps N`` only times N training steps (after one warm-up) and records nothing.
+``--pos-init-std S`` is a diagnostic, not a recipe ``coursekit.weights`` can make: it redraws the
+position embedding with std S (vit-pytorch draws it with std 1, which a short run barely moves).
 """
 
 from __future__ import annotations
@@ -75,6 +77,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--emb-dropout", type=float, default=0.0)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--label-smoothing", type=float, default=0.1)
+    parser.add_argument("--pos-init-std", type=float, default=None,
+                        help="diagnostic only, not a coursekit recipe: redraw the position embedding "
+                             "from N(0, std^2) after building (vit-pytorch draws it with std 1)")
     parser.add_argument("--subset", type=int, default=None, help="a class-balanced sample (pilots)")
     parser.add_argument("--time-steps", type=int, default=0, help="only time this many training steps")
     parser.add_argument("--out", type=Path, default=Path("/work/runs/pos"))
@@ -87,6 +92,9 @@ def main(argv=None) -> dict:
              "emb_dropout": args.emb_dropout}
     seed_everything(args.seed)
     model = build_model("vit", "cifar10", **sizes)
+    if args.pos_init_std is not None:  # fit reseeds torch, so training draws the same numbers
+        with torch.no_grad():
+            model.pos_embedding.normal_(0.0, args.pos_init_std)
     train, val, test = get_loaders("cifar10", batch_size=args.batch_size, augment=True, seed=args.seed,
                                    subset=args.subset)
     params = sum(p.numel() for p in model.parameters())
@@ -105,11 +113,13 @@ def main(argv=None) -> dict:
     train_s = time.perf_counter() - start
     neighbours, others = neighbour_similarity(position_similarity(model))  # the best epoch's weights
     name = (f"vit_p{args.patch_size}_d{args.dim}x{args.depth}_h{args.heads}_e{args.epochs}"
-            f"_lr{args.lr:g}_b{args.batch_size}_s{args.seed}" + (f"_n{args.subset}" if args.subset else ""))
+            f"_lr{args.lr:g}_b{args.batch_size}_s{args.seed}" + (f"_n{args.subset}" if args.subset else "")
+            + (f"_pos{args.pos_init_std:g}" if args.pos_init_std is not None else ""))
     record = {
         "name": name, "kind": "vit", "dataset": "cifar10", "model": sizes, "params": params,
         "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "augment": True,
         "label_smoothing": args.label_smoothing, "seed": args.seed, "subset": args.subset,
+        "pos_init_std": args.pos_init_std,  # None: build_model's own init (a reproducible recipe)
         "data": f"{source_of(train)}: {len(train.dataset):,} train / {len(val.dataset):,} val / "
                 f"{len(test.dataset):,} test",
         "device": "cpu", "cpu": cpu_name(),
