@@ -7,7 +7,7 @@ safetensors metadata, how it was made: recipe, data, device, threads, time, and 
 
 One command trains them with the notebooks' own runs (:mod:`coursekit.runs`) and writes the files::
 
-    python -m coursekit.weights --train 03 --runs runs/weights   # notebook 03's CNN and ViT
+    python -m coursekit.weights --train 03 --runs runs/weights   # notebook 03: MNIST CNN and ViT, CIFAR-10 ViT
     python -m coursekit.weights --train 05 --runs runs/weights   # notebook 05's CPU grid
     python -m coursekit.weights --check                          # every file against its hash
 
@@ -42,7 +42,8 @@ from .train import History, evaluate, fit
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / "weights"  # the shipped files
 NOTEBOOKS = {  # notebook -> its files (weights/<name>.safetensors) -> the run of coursekit.runs that made each
-    "03": {f"03_mnist_{m}": ("notebook03", "mnist", m) for m in ("cnn", "vit")},
+    "03": {"03_mnist_cnn": ("notebook03", "mnist", "cnn"), "03_mnist_vit": ("notebook03", "mnist", "vit"),
+           "03_cifar10_vit": ("notebook03", "cifar10", "vit")},  # the last: its position embeddings
     "05": {f"05_cpu_{d}_{m}": ("cpu", d, m) for d in ("mnist", "cifar10") for m in KINDS},
 }
 FP16_TOLERANCE = 0.1  # points of test accuracy fp16 storage may cost; more, and the file stays fp32
@@ -51,6 +52,7 @@ FP16_TOLERANCE = 0.1  # points of test accuracy fp16 storage may cost; more, and
 SHIPPED: dict[str, str] = {
     "03_mnist_cnn.safetensors": "b5953dc766edd0ce2fe3d94d9b4ad56316a99090fff2f780816337ecccd0cb4a",
     "03_mnist_vit.safetensors": "ffac0a9a623e256093e7e2119ecc991e51af4704fb02c4338e6a59fbb8c4b038",
+    "03_cifar10_vit.safetensors": "a003062b7cae47ecdef537ba239aab6b0a1589d31d28703769a6198fbd46f21a",
 }
 
 
