@@ -44,7 +44,9 @@ def main(argv=None) -> dict:
     torch.manual_seed(args.seed)
     train, val, test = get_loaders("mnist", batch_size=128, augment=args.augment, seed=args.seed)
     # notebook 03's small ViT (16 patches of 7x7; --patch-size 4: 49)
-    sizes = {**settings("notebook03", "mnist", "vit").sizes, "patch_size": args.patch_size} if args.model == "vit" else {}
+    sizes = {}
+    if args.model == "vit":
+        sizes = {**settings("notebook03", "mnist", "vit").sizes, "patch_size": args.patch_size}
     model = build_model(args.model, "mnist", **sizes)
     start = time.perf_counter()
     history = fit(model, train, val, epochs=args.epochs, lr=args.lr, device="cpu", seed=args.seed,

@@ -2,7 +2,8 @@
 
 Notebooks 03 and 05 load these files instead of training (seconds instead of minutes); the
 homework (04) ships none, since trained weights would be an answer. Every file carries, in its
-safetensors metadata, how it was made: recipe, data, device, threads, time, and its test accuracy.
+safetensors metadata, how it was made: its run (:mod:`coursekit.runs`), data, device, threads,
+time, and its test accuracy.
 ``load`` checks a shipped file's sha256 before reading a byte of it as tensors.
 
 One command trains them with the notebooks' own runs (:mod:`coursekit.runs`) and writes the files::

@@ -152,7 +152,8 @@ def test_grid_presets_outside_fast_mode(monkeypatch):
     assert runs.settings("reference", "cifar10", "cnn") == runs.Run("reference", "cifar10", "cnn", augment=True)
     with pytest.raises(ValueError, match="unknown grid 'gpu'; known grids: reference, cpu"):
         runs.settings("gpu", "mnist", "cnn")
-    with pytest.raises(ValueError, match="grid 'notebook03' has no run of 'hybrid' on 'mnist'; it holds: cifar10 vit, mnist cnn, mnist vit"):
+    with pytest.raises(ValueError, match="grid 'notebook03' has no run of 'hybrid' on 'mnist'; "
+                                         "it holds: cifar10 vit, mnist cnn, mnist vit"):
         runs.settings("notebook03", "mnist", "hybrid")
     assert "epochs          20" in str(hybrid) and "stem=((32,), (64,))" in str(hybrid)
     assert reproduce.default_grid("cpu") == "cpu" and reproduce.default_grid("cuda") == "reference"
