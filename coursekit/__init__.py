@@ -22,7 +22,8 @@ One module per idea, each importing only those above it (a dataset name walks do
 - ``coursekit.scorers``    how the other homework answers are scored (checks only: none computes an answer)
 - ``coursekit.homework``   the homework's data, points and the checks its notebook calls
 - ``coursekit.reproduce``  the results table of notebook 05: ``python -m coursekit.reproduce``
-- ``coursekit.weights``    the course's trained weights: load, save, ``python -m coursekit.weights``
+- ``coursekit.weightfile`` one model's weights in a safetensors file: save, sha256 check, read
+- ``coursekit.weights``    the course's trained weights: load, ``python -m coursekit.weights``
 
 The instructor's grader (not in the student edition):
 

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 import torch
 
-from coursekit import reproduce, weights
+from coursekit import reproduce, weightfile, weights
 from coursekit.models import build_model
 from coursekit.runs import settings
 from coursekit.train import History
@@ -26,7 +26,7 @@ def test_the_weights_folder_holds_exactly_the_pinned_files_and_each_matches_its_
     on_disk = sorted(p.name for p in weights.FOLDER.iterdir() if p.is_file())
     assert on_disk == SHIPPED, "every file has a pinned sha256 and every pinned file is there"
     for file, digest in weights.SHIPPED.items():
-        assert weights.sha256(weights.FOLDER / file) == digest, f"{file}: not the pinned file"
+        assert weightfile.sha256(weights.FOLDER / file) == digest, f"{file}: not the pinned file"
     assert set(weights.NOTEBOOKS["03"]) <= names(SHIPPED), "notebook 03's CNN and ViT are shipped"
     assert names(SHIPPED) <= set(weights.NOTEBOOKS["03"]) | set(weights.NOTEBOOKS["05"])
 
@@ -104,7 +104,7 @@ def test_a_damaged_file_gives_an_error_naming_the_file_both_hashes_and_the_fix(d
         weights.load(damaged.stem)
     message = str(error.value)
     assert str(damaged) in message
-    assert weights.SHIPPED[damaged.name] in message and weights.sha256(damaged) in message
+    assert weights.SHIPPED[damaged.name] in message and weightfile.sha256(damaged) in message
     assert f"git checkout -- weights/{damaged.name}" in message
     assert f"python -m coursekit.weights --train {damaged.name[:2]}" in message
 
@@ -135,7 +135,7 @@ def test_save_and_read_round_trip_in_fp32_and_fp16(tmp_path):
             "history": History(train_loss=[1.0], best_val_acc=0.5, best_epoch=0).as_dict(), "note": "ünïcode"}
     fp32, fp16 = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     digest = weights.save(model, fp32, info)
-    assert digest == weights.sha256(fp32)
+    assert digest == weightfile.sha256(fp32)
     back, meta = weights.read(fp32, digest)
     assert meta == {**info, "dtype": "fp32"}
     assert all(torch.equal(back[k], v) and back[k].dtype == v.dtype for k, v in state.items())
@@ -183,7 +183,7 @@ def test_the_command_trains_writes_and_resumes_in_fast_mode(real_root, tmp_path,
     printed = capsys.readouterr().out
     for name, triple in weights.NOTEBOOKS["03"].items():
         file = out / f"{name}.safetensors"
-        assert f'"{file.name}": "{weights.sha256(file)}",' in printed  # the table to paste
+        assert f'"{file.name}": "{weightfile.sha256(file)}",' in printed  # the table to paste
         model, info = weights.load(file.stem, out)
         assert info["fast_mode"] and "FAST MODE" in weights.describe(info)
         assert info["run"] == settings(*triple).as_dict() and info["threads"] == torch.get_num_threads()
