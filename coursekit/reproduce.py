@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from . import bench, config
 from .data import DATASETS, dataset_info, get_loaders, source_of, uses_stand_in
 from .files import save_atomically
-from .models import KINDS, build_run
+from .models import KINDS, build_model, build_run
 from .runs import GRIDS, Run, settings
 from .train import PRECISIONS, choose_precision, evaluate, fit, step_seconds
 
@@ -155,7 +155,9 @@ def estimate_seconds(run: Run, device="auto", steps: int = 3) -> float:
     """
     s, device, info = run, config.get_device(device), dataset_info(run.dataset)
     with torch.random.fork_rng():  # leaves the seeded run that follows untouched
-        net = build_run(run).to(device)
+        # build_model, not build_run: timing needs no seeded start, and Python's and NumPy's
+        # generators (which build_run reseeds, outside fork_rng's reach) stay as they were
+        net = build_model(run.model, run.dataset, run.grid, **run.sizes).to(device)
         x = torch.randn(s.batch_size, info.channels, info.image_size, info.image_size, device=device)
         precision = choose_precision(net, x, device) if s.precision == "auto" else s.precision
         step = step_seconds(net, x, precision, steps)
