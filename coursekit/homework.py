@@ -1,7 +1,7 @@
 """The Fashion-MNIST homework (notebook 04): its fixed data, its points, and the in-notebook checks.
 
-The notebook calls the ``check_*`` functions after each task: they score the learner's answer with
-:mod:`coursekit.scorers` (the config task with :mod:`coursekit.vitconfig`) and print feedback
+The notebook makes one :class:`Checks` and calls it after each task: each check scores the learner's
+answer with :mod:`coursekit.scorers` (the config task with :mod:`coursekit.vitconfig`) and prints feedback
 ("expected shape [3, 16, 49], got [3, 49, 16]") without showing the solution. Nothing here computes
 an answer: where a check would need one (the cost task's operation count, every cell of the
 confusion matrix, the comparison's operation counts) it checks what the learner can compute too (a
@@ -38,7 +38,6 @@ DATA_K = 4  # images per class the grader asks examples_per_class for
 COST_PATCH_SIZES = (7, 4)  # the cost task: the operations with 49 patches against those with 16
 FALLBACK_CONFIG = dict(patch_size=7, dim=64, depth=4, heads=4, dim_head=16, mlp_dim=128)
 ANSWER_PLACEHOLDER = "_Your answer here._"  # what the student version shows in a written answer
-RESULTS: dict = {}  # in-notebook points of the check cells: a guide for the learner, not a grade
 
 
 def tidy(points: float) -> float | int:
@@ -73,52 +72,10 @@ def tokens(patch_size: int) -> int:
     return patches(patch_size) + 1
 
 
-# --- checks the notebook calls: run the answer, score it, print feedback ----------------------------
-
-def _report(task: str, credit_: dict, note: str = "") -> None:
-    RESULTS[task] = result(task, credit_)
-    r = RESULTS[task]
-    print(f"[{task}] {r['points']:g}/{r['max']:g} points: {r['feedback']}{note}")
-
+# --- the checks the notebook calls: run the answer, score it, print feedback -----------------------
 
 def _error(error: BaseException) -> str:
     return f"{type(error).__name__}: {show(str(error), 200)}"
-
-
-def check_data(fn, dataset, k: int = 4) -> None:
-    """Call ``fn(dataset, k)`` (one row of k indices per class) and print feedback."""
-    try:
-        indices = fn(dataset, k)
-    except Exception as error:
-        return _report("data", credit(0, [f"your function raised {_error(error)}"]))
-    return _report("data", score_data(indices, dataset.targets, k))
-
-
-def check_patchify(fn) -> None:
-    """Call ``fn(images, patch_size)`` on random images and print feedback."""
-    cases, outputs = patchify_cases(seed=secrets.randbelow(1 << 30)), []  # keeps torch's RNG as it was
-    for images, p in cases:
-        try:
-            outputs.append(fn(images.clone(), p))
-        except Exception as error:
-            outputs.append(_error(error))
-    return _report("patchify", score_patchify(cases, outputs))
-
-
-def check_config(config, n_patches) -> None:
-    return _report("config", score_config(config, n_patches))
-
-
-def check_cost(ratio) -> None:
-    """Is ``ratio`` plausible? Between 2 and the squared token ratio: the grader counts it exactly."""
-    few, many = (tokens(p) for p in COST_PATCH_SIZES)
-    top = (many / few) ** 2
-    if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not 2 <= ratio <= top:
-        return _report("cost", credit(0, [f"cost_ratio={show(ratio)} is not plausible: linear layers grow "
-                                          f"with the tokens ({many}/{few} = {many / few:.2f}x), attention "
-                                          f"with their square ({top:.2f}x)"]))
-    return _report("cost", credit(1, [f"cost_ratio={ratio:.2f} is plausible"]),
-                   " (the grader counts the operations of your configuration and checks the ratio)")
 
 
 def _device(model) -> torch.device:
@@ -130,29 +87,74 @@ def _measured(vit, cnn, test_loader) -> dict:
             for name, m in (("ViT", vit), ("CNN", cnn))}
 
 
-def check_training(vit, cnn, test_loader) -> None:
-    return _report("training", score_training(_measured(vit, cnn, test_loader), [], *training_targets()))
+class Checks:
+    """One learner's check cells: ``checks = homework.Checks()``, then ``checks.data(...)`` after task 1,
+    ``checks.patchify(...)`` after task 2, and so on; ``checks.summary()`` adds up the points.
 
+    Each check prints its feedback and keeps its result in ``self.results`` (task -> result dict).
+    The points are a guide for the learner: the grader ignores them and scores again on its own.
+    """
 
-def check_comparison(rows, vit, cnn, test_loader) -> None:
-    return _report("comparison", score_comparison(rows, _measured(vit, cnn, test_loader)),
-                   " (the grader also checks mflops_per_image)")
+    def __init__(self):
+        self.results: dict[str, dict] = {}
 
+    def _report(self, task: str, credit_: dict, note: str = "") -> dict:
+        r = self.results[task] = result(task, credit_)
+        print(f"[{task}] {r['points']:g}/{r['max']:g} points: {r['feedback']}{note}")
+        return r
 
-def check_confusion(matrix, pair, vit, test_loader) -> None:
-    labels = torch.cat([y for _, y in test_loader])
-    correct = round(evaluate(vit, test_loader, _device(vit))["acc"] * len(labels))
-    return _report("confusion", score_confusion_totals(matrix, pair, torch.bincount(labels, minlength=10),
-                                                       correct))
+    def data(self, fn, dataset, k: int = 4) -> dict:
+        """Call ``fn(dataset, k)`` (one row of k indices per class) and check it."""
+        try:
+            indices = fn(dataset, k)
+        except Exception as error:
+            return self._report("data", credit(0, [f"your function raised {_error(error)}"]))
+        return self._report("data", score_data(indices, dataset.targets, k))
 
+    def patchify(self, fn) -> dict:
+        """Call ``fn(images, patch_size)`` on random images and check what it returns."""
+        cases, outputs = patchify_cases(seed=secrets.randbelow(1 << 30)), []  # keeps torch's RNG as it was
+        for images, p in cases:
+            try:
+                outputs.append(fn(images.clone(), p))
+            except Exception as error:
+                outputs.append(_error(error))
+        return self._report("patchify", score_patchify(cases, outputs))
 
-def check_attention(index, attention, vit, test_set) -> None:
-    return _report("attention", score_attention(index, attention, vit, test_set))
+    def config(self, config, n_patches) -> dict:
+        return self._report("config", score_config(config, n_patches))
 
+    def cost(self, ratio) -> dict:
+        """Is ``ratio`` plausible? Between 2 and the squared token ratio: the grader counts it exactly."""
+        few, many = (tokens(p) for p in COST_PATCH_SIZES)
+        top = (many / few) ** 2
+        if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not 2 <= ratio <= top:
+            return self._report("cost", credit(0, [
+                f"cost_ratio={show(ratio)} is not plausible: linear layers grow with the tokens "
+                f"({many}/{few} = {many / few:.2f}x), attention with their square ({top:.2f}x)"]))
+        return self._report("cost", credit(1, [f"cost_ratio={ratio:.2f} is plausible"]),
+                            " (the grader counts the operations of your configuration and checks the ratio)")
 
-def summary() -> str:
-    """The in-notebook points so far (a guide; the grader scores again on its own)."""
-    auto = [t for t in POINTS if t not in MANUAL]
-    got = sum(RESULTS[t]["points"] for t in auto if t in RESULTS)
-    return (f"{got:g}/{sum(POINTS[t] for t in auto):g} automatic points "
-            f"(+ {sum(POINTS[t] for t in MANUAL):g} points for the reflection, graded by hand)")
+    def training(self, vit, cnn, test_loader) -> dict:
+        return self._report("training", score_training(_measured(vit, cnn, test_loader), [],
+                                                          *training_targets()))
+
+    def comparison(self, rows, vit, cnn, test_loader) -> dict:
+        return self._report("comparison", score_comparison(rows, _measured(vit, cnn, test_loader)),
+                            " (the grader also checks mflops_per_image)")
+
+    def confusion(self, matrix, pair, vit, test_loader) -> dict:
+        labels = torch.cat([y for _, y in test_loader])
+        correct = round(evaluate(vit, test_loader, _device(vit))["acc"] * len(labels))
+        per_class = torch.bincount(labels, minlength=10)
+        return self._report("confusion", score_confusion_totals(matrix, pair, per_class, correct))
+
+    def attention(self, index, attention, vit, test_set) -> dict:
+        return self._report("attention", score_attention(index, attention, vit, test_set))
+
+    def summary(self) -> str:
+        """The points so far out of the automatic ones, and the reflection's, graded by hand."""
+        auto = [t for t in POINTS if t not in MANUAL]
+        got = sum(self.results[t]["points"] for t in auto if t in self.results)
+        return (f"{got:g}/{sum(POINTS[t] for t in auto):g} automatic points "
+                f"(+ {sum(POINTS[t] for t in MANUAL):g} points for the reflection, graded by hand)")

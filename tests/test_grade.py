@@ -138,10 +138,12 @@ def test_redefining_the_checks_gains_nothing(tmp_path):
 import coursekit.homework as homework
 full = lambda task: {"task": task, "points": 2, "max": 2, "feedback": "perfect"}
 for name in dir(homework):
-    if name.startswith(("score_", "check_")):
+    if name.startswith("score_"):
         setattr(homework, name, lambda *a, _n=name, **k: full(_n.split("_", 1)[1]))
 homework.POINTS.update({t: 0 for t in homework.POINTS})
-homework.RESULTS.update({t: full(t) for t in ("data", "patchify", "config")})
+checks.results.update({t: full(t) for t in ("data", "patchify", "config")})
+for task in ("data", "patchify", "config", "summary"):
+    setattr(homework.Checks, task, lambda self, *a, _t=task, **k: full(_t))
 import torch
 homework.reference_patchify = lambda images, p: torch.zeros(1)
 '''
@@ -149,7 +151,7 @@ homework.reference_patchify = lambda images, p: torch.zeros(1)
         data="def examples_per_class(dataset, k):\n    return torch.zeros(10, k, dtype=torch.long)",
         patchify="def patchify(images, patch_size):\n    return images.flatten(2).transpose(1, 2)",
         config='vit_config = dict(patch_size=5)\nn_patches = 25')
-    nb.cells.insert(2, nbformat.v4.new_code_cell(cheat))
+    nb.cells.insert(3, nbformat.v4.new_code_cell(cheat))  # after the imports, where `checks` is made
     path = write(nb, tmp_path)
     report = grade.grade(path, timeout=60, total=300)
     assert {t: points(report)[t] for t in FAST_TASKS} == {"data": 0, "patchify": 0, "config": 0}

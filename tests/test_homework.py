@@ -292,10 +292,11 @@ def test_the_graders_operation_counts_match_the_closed_form_and_keep_the_random_
 
 
 def test_check_cost_only_says_whether_a_ratio_is_plausible(capsys):
-    hw.check_cost(3.2)
+    checks = hw.Checks()
+    checks.cost(3.2)
     assert "[cost] 2/2 points: cost_ratio=3.20 is plausible" in capsys.readouterr().out
     for wrong in (1.0, 12.0, "3.2", True, None):
-        hw.check_cost(wrong)
+        assert checks.cost(wrong)["points"] == 0
         assert "[cost] 0/2 points" in capsys.readouterr().out
 
 
@@ -347,8 +348,11 @@ def test_check_functions_print_feedback_and_never_raise(capsys):
     def broken(images, patch_size):
         raise NotImplementedError("write patchify")
 
-    hw.check_patchify(broken)
+    checks, other = hw.Checks(), hw.Checks()
+    checks.patchify(broken)
     assert "[patchify] 0/2 points" in capsys.readouterr().out
-    hw.check_patchify(patchify)
+    checks.patchify(patchify)
     assert "[patchify] 2/2 points" in capsys.readouterr().out
-    assert hw.RESULTS["patchify"]["points"] == 2
+    assert checks.results["patchify"]["points"] == 2 and other.results == {}
+    auto = sum(p for t, p in hw.POINTS.items() if t not in hw.MANUAL)
+    assert checks.summary().startswith(f"2/{auto:g} automatic points") and other.summary().startswith("0/")
