@@ -23,7 +23,8 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from coursekit.maps import attention_maps, attention_rollout, self_share, token_map
-from coursekit.viz import display_image, figure_png, overlay, plot_attention_grid, query_name, upsample
+from coursekit.viz import (display_image, figure_png, overlay, patch_square, patch_tokens, plot_attention_grid,
+                           query_name, upsample)
 
 
 def _uint8_b64(x: np.ndarray) -> str:
@@ -123,9 +124,8 @@ class AttentionExplorer:
         ax, size = self._fig.axes[0], self.images.shape[-1]
         self._gray.set_data(display_image(self.images[i]))
         self._heat.set_data(upsample(grid, size, self.smooth).numpy())
-        g, p = grid.shape[-1], size / grid.shape[-1]
-        r, c = divmod(max(q, 1) - 1, g)
-        self._mark.set(xy=(c * p - 0.5, r * p - 0.5), width=p, height=p, visible=q > 0)
+        x, y, side = patch_square(max(q, 1), grid.shape[-1], size)
+        self._mark.set(xy=(x, y), width=side, height=side, visible=q > 0)
         ax.set_title(f"{what}\nmax {float(grid.max()):.2f}", fontsize=7)
         self.picture.value = figure_png(self._fig, self.dpi)
         self.caption.value = f"{self.title(i)}; {query_name(q)} -> patches"
@@ -142,6 +142,8 @@ class AttentionExplorer:
 
         The maps travel as uint8 on the scale 0 .. vmax (steps of vmax/255); per image, layer
         and view (heads 1..H, mean over heads, rollout) the full [T, T] matrix, so every query works.
+        Which patch token lies under each pixel, and each patch's square, come from :mod:`coursekit.viz`
+        (the pictures' own numbering), so the JavaScript computes no patch position itself.
         """
         maps, rollouts = self._maps, self._rollouts
         views = torch.cat([maps, maps.mean(2, keepdim=True), rollouts[:, :, None]], dim=2)  # [B,L,H+2,T,T]
@@ -150,7 +152,10 @@ class AttentionExplorer:
                            for img in self.images]) * 255
         lut = (colormaps["inferno"](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
         B, L, V, T, _ = q.shape
-        data = {"B": B, "L": L, "H": V - 2, "T": T, "S": int(self.images.shape[-1]),
+        size, g = int(self.images.shape[-1]), round((T - 1) ** 0.5)
+        squares = [[x + 0.5, y + 0.5, side] for x, y, side in (patch_square(t, g, size) for t in range(1, T))]
+        data = {"B": B, "L": L, "H": V - 2, "T": T, "S": size, "squares": squares,
+                "tokens": patch_tokens(g, size).flatten().tolist(),
                 "vmax": self.vmax, "titles": [self.title(i) for i in range(B)],
                 "maps": _uint8_b64(q), "pixels": _uint8_b64(pixels.round()), "lut": _uint8_b64(lut)}
         uid = "ck-explorer-" + uuid.uuid4().hex[:12]
@@ -188,7 +193,7 @@ _HTML = r"""<div id="__ID__" class="ck-explorer" style="font:12px sans-serif">
   function bytes(b64) { var r = atob(b64), a = new Uint8Array(r.length);
     for (var i = 0; i < r.length; i++) a[i] = r.charCodeAt(i); return a; }
   var maps = bytes(d.maps), pixels = bytes(d.pixels), lut = bytes(d.lut);
-  var V = d.H + 2, T = d.T, g = Math.round(Math.sqrt(T - 1)), S = d.S;
+  var V = d.H + 2, T = d.T, S = d.S, k = 280 / S;  // k: canvas pixels per image pixel
   var pic = root.querySelector(".ck-picture"), ctx = pic.getContext("2d");
   var bar = root.querySelector(".ck-bar"), bctx = bar.getContext("2d");
   function input(n) { return root.querySelector("[name=" + n + "]"); }
@@ -202,17 +207,17 @@ _HTML = r"""<div id="__ID__" class="ck-explorer" style="font:12px sans-serif">
     var v = input("rollout").checked ? V - 1 : (input("mean").checked ? V - 2 : val("head") - 1);
     input("head").disabled = v >= d.H;
     var base = (((b * d.L + l) * V + v) * T + q) * T;
-    var img = ctx.createImageData(280, 280), px = img.data, k = 280 / S, a = 0.6, top = 0;
+    var img = ctx.createImageData(280, 280), px = img.data, a = 0.6, top = 0;
     for (var j = 1; j < T; j++) top = Math.max(top, maps[base + j]);
     for (var yy = 0; yy < 280; yy++) for (var xx = 0; xx < 280; xx++) {
-      var sy = Math.floor(yy / k), sx = Math.floor(xx / k), gray = pixels[b * S * S + sy * S + sx];
-      var patch = Math.floor(sy * g / S) * g + Math.floor(sx * g / S), m = maps[base + 1 + patch];
+      var pixel = Math.floor(yy / k) * S + Math.floor(xx / k), gray = pixels[b * S * S + pixel];
+      var m = maps[base + d.tokens[pixel]];
       var o = 4 * (yy * 280 + xx);
       for (var ch = 0; ch < 3; ch++) px[o + ch] = Math.round((1 - a) * gray + a * lut[3 * m + ch]);
       px[o + 3] = 255; }
     ctx.putImageData(img, 0, 0);
-    if (q > 0) { var cell = 280 / g; ctx.strokeStyle = "cyan"; ctx.lineWidth = 2;
-      ctx.strokeRect(((q - 1) % g) * cell + 1, Math.floor((q - 1) / g) * cell + 1, cell - 2, cell - 2); }
+    if (q > 0) { var sq = d.squares[q - 1]; ctx.strokeStyle = "cyan"; ctx.lineWidth = 2;
+      ctx.strokeRect(sq[0] * k + 1, sq[1] * k + 1, sq[2] * k - 2, sq[2] * k - 2); }
     var what = v === V - 1 ? "rollout of layers 1-" + (l + 1) : (v === V - 2 ?
       "Layer " + (l + 1) + ", mean over heads" : "Layer " + (l + 1) + ", Head " + (v + 1));
     var who = q === 0 ? "CLS" : "patch " + q, own = maps[base + q] / 255 * d.vmax;
@@ -223,8 +228,8 @@ _HTML = r"""<div id="__ID__" class="ck-explorer" style="font:12px sans-serif">
   root.querySelectorAll("input").forEach(function (el) { el.addEventListener("input", draw);
     el.addEventListener("change", draw); });
   pic.addEventListener("click", function (e) { var r = pic.getBoundingClientRect();
-    var c = Math.floor((e.clientX - r.left) / r.width * g), w = Math.floor((e.clientY - r.top) / r.height * g);
-    input("query").value = 1 + w * g + c; draw(); });
+    var x = Math.floor((e.clientX - r.left) / r.width * S), y = Math.floor((e.clientY - r.top) / r.height * S);
+    input("query").value = d.tokens[Math.min(y, S - 1) * S + Math.min(x, S - 1)]; draw(); });
   draw();
 })();
 </script>

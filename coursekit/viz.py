@@ -26,6 +26,21 @@ def upsample(grid: torch.Tensor, size: int, smooth: bool = False) -> torch.Tenso
     return F.interpolate(grid[None, None].float(), size=(size, size), **mode)[0, 0]
 
 
+def patch_square(token: int, g: int, size: int) -> tuple[float, float, float]:
+    """``(x, y, side)``: the square of patch token ``token`` (1..g*g, row by row; 0 is CLS) in a
+    [size, size] picture, in imshow's coordinates (pixel centres at whole numbers)."""
+    if not 1 <= token <= g * g:
+        raise ValueError(f"token {token} is not a patch of a {g}x{g} grid: patches are 1..{g * g} (0 is CLS)")
+    row, col = divmod(token - 1, g)
+    side = size / g
+    return col * side - 0.5, row * side - 0.5, side
+
+
+def patch_tokens(g: int, size: int) -> torch.Tensor:
+    """[size, size]: the patch token (1..g*g) under each pixel, as :func:`upsample` draws the grid."""
+    return upsample(torch.arange(1, g * g + 1).reshape(g, g), size).round().long()
+
+
 def display_image(image: torch.Tensor):
     """image: [C, H, W], any scale -> an array matplotlib shows, scaled to [0, 1]."""
     image = image.detach().float().cpu()
@@ -43,9 +58,8 @@ def overlay(ax, image: torch.Tensor, grid: torch.Tensor, vmax: float, smooth: bo
     im = ax.imshow(upsample(grid, image.shape[-1], smooth).numpy(), cmap="inferno", alpha=alpha,
                    vmin=0.0, vmax=vmax)
     if query:
-        g, p = grid.shape[-1], image.shape[-1] / grid.shape[-1]
-        r, c = divmod(query - 1, g)
-        ax.add_patch(Rectangle((c * p - 0.5, r * p - 0.5), p, p, fill=False, color="cyan", lw=1.5))
+        x, y, side = patch_square(query, grid.shape[-1], image.shape[-1])
+        ax.add_patch(Rectangle((x, y), side, side, fill=False, color="cyan", lw=1.5))
     ax.set_xticks([])
     ax.set_yticks([])
     return im

@@ -246,6 +246,25 @@ def test_plots_return_figures(images):
         assert viz.figure_png(fig)[:4] == b"\x89PNG"
 
 
+@pytest.mark.parametrize("g, size", [(4, 28), (7, 28), (8, 32), (2, 32)])
+def test_patch_numbering_is_the_same_in_every_picture(g, size):
+    """CLS is token 0; patches are 1..g*g row by row. The pixels the pictures colour with token t
+    (``patch_tokens``, which the explorer's JavaScript also reads) are exactly those inside its
+    outlined square (``patch_square``), and token_map puts token t's weight at row (t-1)//g."""
+    tokens = viz.patch_tokens(g, size)
+    assert tokens[0, 0] == 1 and tokens[-1, -1] == g * g and tokens[0, -1] == g
+    rows, cols = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    for t in range(1, g * g + 1):
+        x, y, side = viz.patch_square(t, g, size)
+        inside = (cols >= x) & (cols < x + side) & (rows >= y) & (rows < y + side)
+        assert torch.equal(tokens == t, inside), t
+    weights = torch.zeros(g * g + 1, g * g + 1)
+    weights[0, 1 + g + 1] = 1.0  # CLS -> the second patch of the second row
+    assert token_map(weights, 0)[1, 1] == 1.0
+    with pytest.raises(ValueError, match="0 is CLS"):
+        viz.patch_square(0, g, size)
+
+
 def test_explorer_redraws_fast_without_a_browser(images):
     explorer = AttentionExplorer(small("vit"), images, labels=torch.tensor([7, 2, 1]))
     assert explorer.head.description == "head" and explorer.head.max == 4 and explorer.layer.max == 2
