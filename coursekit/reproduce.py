@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import sys
@@ -74,7 +75,8 @@ def run_pair(run: Run, out, *, device="auto", download: bool = True, progress: b
 
     Returns the finished record ``{"row", "history", "settings", "stand_in"}`` (``settings``:
     ``run.as_dict()``). Ctrl-C during training raises ``KeyboardInterrupt`` and records nothing: a
-    half-trained pair is not a result.
+    half-trained pair is not a result. But every finished epoch is kept in a checkpoint
+    (:func:`checkpoint_path`), and the next call with the same settings resumes after it.
     """
     model, dataset = run.model, run.dataset
     path = pair_path(out, model, dataset)
@@ -91,13 +93,17 @@ def run_pair(run: Run, out, *, device="auto", download: bool = True, progress: b
     if stand_in:
         print(f"WARNING: {dataset}: {source_of(train_loader)}. Its numbers say nothing about {dataset}.")
     net = build_run(run)
+    checkpoint = checkpoint_path(out, run)
+    earlier = 0.0  # seconds an interrupted run of this pair trained before (its checkpoint's epochs)
+    if checkpoint.exists():
+        earlier = sum(torch.load(checkpoint, map_location="cpu", weights_only=True)["history"]["epoch_time"])
     start = time.perf_counter()
     history = fit(net, train_loader, val_loader, epochs=run.epochs, lr=run.lr, device=device, seed=run.seed,
                   label_smoothing=run.label_smoothing, max_steps=run.max_steps, progress=progress,
-                  precision=run.precision)
-    train_time = time.perf_counter() - start
+                  precision=run.precision, checkpoint=checkpoint, resume=True)
+    train_time = earlier + time.perf_counter() - start
     if history.interrupted:
-        raise KeyboardInterrupt(f"{dataset}/{model} interrupted; nothing recorded for it")
+        raise KeyboardInterrupt(f"{dataset}/{model} interrupted; its finished epochs are kept in {checkpoint}")
     test = evaluate(net, test_loader, device, history.precision)  # best-validation weights, once
     info = dataset_info(dataset)
     shape = (info.channels, info.image_size, info.image_size)
@@ -118,7 +124,15 @@ def run_pair(run: Run, out, *, device="auto", download: bool = True, progress: b
     record = dict(row=row, history=history.as_dict(), settings=run.as_dict(), stand_in=stand_in)
     save_atomically(net.state_dict(), path.with_suffix(".pt"))  # for attention maps later
     save_atomically(json.dumps(record, indent=1), path)  # the "finished" mark, last
+    checkpoint.unlink()
     return record
+
+
+def checkpoint_path(out, run: Run) -> Path:
+    """Where a pair's unfinished training is kept, epoch by epoch: ``out/pairs/<dataset>__<model>-<h>.ckpt``,
+    ``h`` a digest of its settings, so a run with other settings never resumes it."""
+    digest = hashlib.sha256(json.dumps(run.as_dict(), sort_keys=True).encode()).hexdigest()[:12]
+    return pair_path(out, run.model, run.dataset).with_name(f"{run.dataset}__{run.model}-{digest}.ckpt")
 
 
 def reproduce(datasets=("mnist", "cifar10", "cifar100"), models=KINDS, out="results", *,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -112,14 +113,17 @@ def evaluate(model: nn.Module, loader, device="auto", precision: str = "fp32") -
 
 def fit(model: nn.Module, train_loader, val_loader=None, epochs: int = 5, lr: float = 1e-3,
         device="auto", seed: int = 0, weight_decay: float = 0.05, label_smoothing: float = 0.0,
-        max_steps: int | None = None, checkpoint=None, progress: bool = True,
+        max_steps: int | None = None, checkpoint=None, resume: bool = False, progress: bool = True,
         precision: str = "fp32", measured: dict | None = None) -> History:
     """Train ``model`` with AdamW and a one-cycle schedule; return its :class:`History`.
 
     Batches are ``images [B, C, H, W]``, ``labels [B]``. After each epoch the model is scored on
     ``val_loader``; at the end it holds the weights of its best validation epoch. ``seed`` makes a
     CPU run repeat exactly. ``max_steps`` caps the batches per epoch (fast mode). ``checkpoint``:
-    a file written atomically after every epoch with the best weights and the history.
+    a file written atomically after every epoch with the best weights (``"model"``), the history
+    and what it takes to go on (weights, optimizer, schedule, random state). With ``resume=True`` a
+    checkpoint left by an interrupted run of the same plan is picked up after its last finished
+    epoch, and the run ends exactly as an uninterrupted one would (on the CPU).
     Ctrl-C stops training and returns what was learned so far (``history.interrupted``).
     ``precision``: "fp32"; "bf16" (autocast: faster convolutions on recent CPUs and GPUs); "auto"
     picks the faster of the two for this model by measuring it (:func:`choose_precision`; pass
@@ -132,10 +136,6 @@ def fit(model: nn.Module, train_loader, val_loader=None, epochs: int = 5, lr: fl
     device = get_device(device)
     torch.manual_seed(seed)
     model.to(device)
-    if precision == "auto":
-        with torch.random.fork_rng():
-            images = next(iter(train_loader))[0].to(device)
-        precision = choose_precision(model, images, device, measured)
     steps = len(train_loader) if max_steps is None else min(max_steps, len(train_loader))
     if steps == 0:
         raise ValueError("the training loader is empty: nothing to train on")
@@ -143,11 +143,22 @@ def fit(model: nn.Module, train_loader, val_loader=None, epochs: int = 5, lr: fl
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps,
                                                    pct_start=0.15)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-    history, best_state = History(precision=precision), None
+    plan = {"epochs": epochs, "steps": steps, "lr": lr, "weight_decay": weight_decay, "seed": seed,
+            "label_smoothing": label_smoothing, "precision": precision}  # a resumed run must match it
+    if resume and checkpoint is not None and Path(checkpoint).exists():
+        history, best_state = _resume(checkpoint, plan, model, optimizer, schedule, device)
+        precision = history.precision  # as the interrupted run chose it
+    else:
+        if precision == "auto":
+            with torch.random.fork_rng():
+                images = next(iter(train_loader))[0].to(device)
+            precision = choose_precision(model, images, device, measured)
+        history, best_state = History(precision=precision), None
     bf16 = precision == "bf16"
-    bar = tqdm(total=epochs * steps, desc="training", unit="batch", disable=not progress)
+    done = len(history.train_loss)  # epochs finished before this call (a resumed run)
+    bar = tqdm(total=epochs * steps, initial=done * steps, desc="training", unit="batch", disable=not progress)
     try:
-        for epoch in range(epochs):
+        for epoch in range(done, epochs):
             start, running = time.perf_counter(), 0.0
             model.train()
             for step, (images, labels) in enumerate(train_loader):
@@ -176,8 +187,9 @@ def fit(model: nn.Module, train_loader, val_loader=None, epochs: int = 5, lr: fl
                 bar.set_postfix(epoch=epoch + 1, val_acc=f"{scores['acc']:.4f}")
             history.epoch_time.append(time.perf_counter() - start)
             if checkpoint is not None:
-                save_atomically({"model": best_state or model.state_dict(),
-                                 "history": history.as_dict()}, checkpoint)
+                save_atomically({"model": best_state or model.state_dict(), "history": history.as_dict(),
+                                 "plan": plan, "state": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                 "schedule": schedule.state_dict(), "rng": _rng_state(device)}, checkpoint)
     except KeyboardInterrupt:
         history.interrupted = True
         print(f"Interrupted after {len(history.train_loss)} finished epoch(s); "
@@ -187,3 +199,30 @@ def fit(model: nn.Module, train_loader, val_loader=None, epochs: int = 5, lr: fl
     if best_state is not None:
         model.load_state_dict(best_state)
     return history
+
+
+def _rng_state(device: torch.device) -> dict:
+    """The random state a resumed run needs: torch's CPU generator (which draws the data order and
+    augmentation, see :class:`coursekit.tensordata.TensorLoader`) and the GPU's when training there."""
+    return {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def _resume(checkpoint, plan: dict, model, optimizer, schedule, device) -> tuple[History, dict | None]:
+    """Load an interrupted run's state from ``checkpoint`` into the model, optimizer and schedule;
+    return its history and best weights. A checkpoint of another plan is refused, naming the fix."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if saved.get("plan") != plan:
+        raise ValueError(f"{checkpoint} was written by a run with other settings ({saved.get('plan')}, "
+                         f"now {plan}): delete it to start again, or resume with the same settings")
+    model.load_state_dict(saved["state"])
+    optimizer.load_state_dict(saved["optimizer"])
+    schedule.load_state_dict(saved["schedule"])
+    torch.set_rng_state(saved["rng"]["cpu"])
+    if saved["rng"]["cuda"] is not None:
+        torch.cuda.set_rng_state(saved["rng"]["cuda"], device)
+    history = History(**saved["history"])
+    history.interrupted = False
+    best = saved["model"] if history.best_epoch >= 0 else None
+    print(f"resuming from {checkpoint}: {len(history.train_loss)} of {plan['epochs']} epochs done")
+    return history, best

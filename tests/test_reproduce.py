@@ -97,6 +97,40 @@ def test_an_interrupted_run_keeps_finished_pairs_and_resumes(fast, tmp_path, mon
     assert len(calls) == 1 and len(rows) == 2  # only the unfinished pair was trained
 
 
+def test_a_pair_stopped_mid_training_resumes_after_its_last_finished_epoch(fast, tmp_path, monkeypatch):
+    grid = dict(GRID, datasets=["mnist"], models=["cnn"], epochs=2, precision="fp32")  # fp32: no probe batch
+    whole = reproduce.reproduce(out=tmp_path / "whole", **grid)
+    real_fit = reproduce.fit
+
+    class StopInEpoch2:  # Ctrl-C at the first batch of the second epoch
+        def __init__(self, loader):
+            self.loader, self.epochs = loader, 0
+
+        def __len__(self):
+            return len(self.loader)
+
+        def __iter__(self):
+            self.epochs += 1
+            for i, batch in enumerate(self.loader):
+                if self.epochs == 2 and i == 1:
+                    raise KeyboardInterrupt
+                yield batch
+
+    monkeypatch.setattr(reproduce, "fit", lambda model, train, *a, **k: real_fit(model, StopInEpoch2(train), *a, **k))
+    out = tmp_path / "stopped"
+    with pytest.raises(KeyboardInterrupt, match="finished epochs are kept"):
+        reproduce.reproduce(out=out, **grid)
+    assert len(list((out / "pairs").glob("mnist__cnn-*.ckpt"))) == 1
+    monkeypatch.setattr(reproduce, "fit", real_fit)
+    resumed = reproduce.reproduce(out=out, **grid)
+    assert [r["test_acc"] for r in resumed] == [r["test_acc"] for r in whole]
+    pair = reproduce.pair_path(out, "cnn", "mnist")
+    for a, b in zip(torch.load(pair.with_suffix(".pt")).values(),
+                    torch.load(reproduce.pair_path(tmp_path / "whole", "cnn", "mnist").with_suffix(".pt")).values()):
+        assert torch.equal(a, b)  # the same weights as the run that was never stopped
+    assert not list((out / "pairs").glob("*.ckpt"))  # a finished pair keeps no checkpoint
+
+
 def test_missing_cifar_outside_fast_mode_is_a_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("COURSEKIT_FAST", "0")
     monkeypatch.setenv("COURSEKIT_DATA", str(tmp_path / "empty"))

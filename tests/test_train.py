@@ -92,6 +92,22 @@ def test_ctrl_c_keeps_what_was_learned(tmp_path):
     assert os.listdir(ckpt.parent) == ["model.pt"]  # written atomically: no temporary leftovers
 
 
+def test_an_interrupted_run_resumes_and_ends_exactly_as_an_uninterrupted_one(tmp_path):
+    train, val = toy_loaders()  # shuffled by torch's global RNG, with dropout: both must be restored
+    ckpt, common = tmp_path / "run.pt", dict(epochs=3, lr=1e-2, seed=1, progress=False)
+    stopped = fit(toy_model(), InterruptAt(train, epoch=2, batch=4), val, checkpoint=ckpt, **common)
+    assert stopped.interrupted and len(stopped.val_acc) == 1
+    resumed = toy_model(seed=5)  # other starting weights: the checkpoint's replace them
+    h = fit(resumed, train, val, checkpoint=ckpt, resume=True, **common)
+    whole, h_whole = fit_toy()
+    assert (h.train_loss, h.val_acc, h.best_epoch) == (h_whole.train_loss, h_whole.val_acc, h_whole.best_epoch)
+    assert not h.interrupted and len(h.epoch_time) == 3
+    for a, b in zip(resumed.state_dict().values(), whole.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="other settings.*delete it"):
+        fit(toy_model(), train, val, checkpoint=ckpt, resume=True, **dict(common, epochs=4))
+
+
 def test_checkpoint_holds_the_best_weights(tmp_path):
     model, h = fit_toy(checkpoint=tmp_path / "best.pt")
     saved = torch.load(tmp_path / "best.pt")
