@@ -34,7 +34,8 @@ def _uint8_b64(x: np.ndarray) -> str:
 class AttentionExplorer:
     """Slide through the attention of ``model`` over ``images`` (live widgets + a kernel-free view).
 
-    images: [B, C, H, W] (normalized like the training data); labels: optional [B] for the titles.
+    images: [B, C, H, W] (normalized like the training data); labels: optional [B] for the titles;
+    classes: optional class names, so titles say "cat" rather than "3".
     Sliders pick the image, the layer, the head and the query token (0 = CLS, 1..P a patch, outlined);
     "mean over heads" averages the heads, "rollout" shows attention rollout up to the chosen layer.
     Every picture uses one colour scale for the whole explorer, 0 .. ``self.vmax`` (the largest
@@ -44,7 +45,7 @@ class AttentionExplorer:
     """
 
     def __init__(self, model: nn.Module, images: torch.Tensor, labels=None, smooth: bool = False,
-                 dpi: int = 80):
+                 dpi: int = 80, classes=None):
         import ipywidgets as w
 
         if not isinstance(images, torch.Tensor) or images.dim() != 4 or len(images) == 0:
@@ -58,6 +59,7 @@ class AttentionExplorer:
                 pass
         self.model, self.images, self.smooth, self.dpi = model, images.detach().cpu(), smooth, dpi
         self.labels = None if labels is None else [int(y) for y in labels]
+        self.classes = None if classes is None else list(classes)
         maps = attention_maps(model, self.images)  # [B, L, H, T, T], once for every image
         with torch.no_grad():
             device = next(model.parameters()).device
@@ -88,10 +90,14 @@ class AttentionExplorer:
         when the explorer was made; ``rollouts[l]`` rolls out layers 1..l+1."""
         return self._maps[index], self._rollouts[index]
 
+    def name(self, label: int) -> str:
+        """A class as the titles say it: its name when ``classes`` was given, else its number."""
+        return str(label) if self.classes is None else self.classes[label]
+
     def title(self, index: int) -> str:
         """``"image 2: label 1, predicted 1 (99.8%)"``."""
-        label = "" if self.labels is None else f"label {self.labels[index]}, "
-        return (f"image {index}: {label}predicted {self.predicted[index]} "
+        label = "" if self.labels is None else f"label {self.name(self.labels[index])}, "
+        return (f"image {index}: {label}predicted {self.name(self.predicted[index])} "
                 f"({100 * self.confidence[index]:.1f}%)")
 
     def current(self) -> tuple[torch.Tensor, str]:

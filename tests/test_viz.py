@@ -287,6 +287,8 @@ def test_explorer_redraws_fast_without_a_browser(images):
     assert len(explorer.show_static().axes) == 8 + 1  # 2 x 4 panels and one colourbar
     html = explorer.html()
     assert html.count('type="range"') == 4 and "<canvas" in html and len(html) < 1_000_000
+    named = AttentionExplorer(small("vit"), images[:1], labels=[7], classes=[f"digit {d}" for d in range(10)])
+    assert named.title(0).startswith("image 0: label digit 7, predicted digit ")
 
 
 KERNEL_CODE = """
