@@ -21,7 +21,7 @@ import torch
 from .data import dataset_info
 from .feedback import credit, shape_of, show
 from .maps import attention_maps
-from .vitconfig import DATASET
+from .vitconfig import DATASET, SIDE
 
 CLASSES = dataset_info(DATASET).classes
 ACC_TOLERANCE = 0.005  # a reported accuracy may differ this much from the grader's measurement
@@ -60,7 +60,7 @@ def patchify_cases(seed: int) -> list:
     value in a patchify output says exactly which pixel it came from.
     """
     g = torch.Generator().manual_seed(seed)
-    shape = (3, 1, 28, 28)
+    shape = (3, 1, SIDE, SIDE)
     return [(torch.randperm(math.prod(shape), generator=g).float().reshape(shape), p) for p in (7, 4, 14)]
 
 

@@ -96,15 +96,14 @@ def flop_ratio(config: dict) -> float:
     (one forward pass; a training step gives the same ratio). Torch's random state is kept."""
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        few, many = (flops(build_model("vit", DATASET, **dict(config, patch_size=p)), torch.zeros(1, 1, 28, 28))
-                     for p in hw.COST_PATCH_SIZES)
+        few, many = (count_ops(build_model("vit", DATASET, **dict(config, patch_size=p))) for p in hw.COST_PATCH_SIZES)
     return many / few
 
 
 def measure(models: dict, loader) -> dict:
     """``{name: {"acc", "params", "mflops"}}`` of each model (mflops: one image's forward pass)."""
     return {name: {"acc": evaluate(m, loader, "cpu")["acc"], "params": count_parameters(m),
-                   "mflops": flops(m, torch.zeros(1, 1, 28, 28)) / 1e6} for name, m in models.items()}
+                   "mflops": count_ops(m) / 1e6} for name, m in models.items()}
 
 
 def confusion_of(model, loader) -> torch.Tensor:
@@ -177,7 +176,7 @@ TASKS: dict[str, Task] = {
         "Examples of each class", hw.POINTS["data"], inputs=lambda: {"k": hw.DATA_K}, score=_grade_data,
         collect='from coursekit.data import get_dataset\n'
                 '_out = {"indices": _answer("examples_per_class", '
-                'lambda f: f(get_dataset("fashion_mnist", train=False), _inputs["k"]))}'),
+                f'lambda f: f(get_dataset("{DATASET}", train=False), _inputs["k"]))}}'),
     "patchify": Task(
         "patchify: image -> sequence of patches", hw.POINTS["patchify"],
         inputs=lambda: {"cases": patchify_cases(secrets.randbelow(1 << 30))},
