@@ -235,7 +235,8 @@ _HTML = r"""<div id="__ID__" class="ck-explorer" style="font:12px sans-serif">
     el.addEventListener("change", draw); });
   pic.addEventListener("click", function (e) { var r = pic.getBoundingClientRect();
     var x = Math.floor((e.clientX - r.left) / r.width * S), y = Math.floor((e.clientY - r.top) / r.height * S);
-    input("query").value = d.tokens[Math.min(y, S - 1) * S + Math.min(x, S - 1)]; draw(); });
+    function clamp(i) { return Math.max(0, Math.min(i, S - 1)); }
+    input("query").value = d.tokens[clamp(y) * S + clamp(x)]; draw(); });
   draw();
 })();
 </script>

@@ -1,6 +1,6 @@
 """The Fashion-MNIST homework (notebook 04): its fixed data, its points, and the in-notebook checks.
 
-The notebook makes one :class:`Checks` and calls it after each task: each check scores the learner's
+The notebook makes one :class:`Checks` and calls one of its methods after each task: each scores the learner's
 answer with :mod:`coursekit.scorers` (the config task with :mod:`coursekit.vitconfig`) and prints feedback
 ("expected shape [3, 16, 49], got [3, 49, 16]") without showing the solution. Nothing here computes
 an answer: where a check would need one (the cost task's operation count, every cell of the
@@ -91,19 +91,19 @@ class Checks:
     """One learner's check cells: ``checks = homework.Checks()``, then ``checks.data(...)`` after task 1,
     ``checks.patchify(...)`` after task 2, and so on; ``checks.summary()`` adds up the points.
 
-    Each check prints its feedback and keeps its result in ``self.results`` (task -> result dict).
-    The points are a guide for the learner: the grader ignores them and scores again on its own.
+    Each check prints its feedback and keeps its result in ``self.results`` (task -> result dict);
+    it returns nothing, so a check cell shows only the printed line. The points are a guide for the
+    learner: the grader ignores them and scores again on its own.
     """
 
     def __init__(self):
         self.results: dict[str, dict] = {}
 
-    def _report(self, task: str, credit_: dict, note: str = "") -> dict:
+    def _report(self, task: str, credit_: dict, note: str = "") -> None:
         r = self.results[task] = result(task, credit_)
         print(f"[{task}] {r['points']:g}/{r['max']:g} points: {r['feedback']}{note}")
-        return r
 
-    def data(self, fn, dataset, k: int = 4) -> dict:
+    def data(self, fn, dataset, k: int = DATA_K) -> None:
         """Call ``fn(dataset, k)`` (one row of k indices per class) and check it."""
         try:
             indices = fn(dataset, k)
@@ -111,7 +111,7 @@ class Checks:
             return self._report("data", credit(0, [f"your function raised {_error(error)}"]))
         return self._report("data", score_data(indices, dataset.targets, k))
 
-    def patchify(self, fn) -> dict:
+    def patchify(self, fn) -> None:
         """Call ``fn(images, patch_size)`` on random images and check what it returns."""
         cases, outputs = patchify_cases(seed=secrets.randbelow(1 << 30)), []  # keeps torch's RNG as it was
         for images, p in cases:
@@ -121,10 +121,10 @@ class Checks:
                 outputs.append(_error(error))
         return self._report("patchify", score_patchify(cases, outputs))
 
-    def config(self, config, n_patches) -> dict:
+    def config(self, config, n_patches) -> None:
         return self._report("config", score_config(config, n_patches))
 
-    def cost(self, ratio) -> dict:
+    def cost(self, ratio) -> None:
         """Is ``ratio`` plausible? Between 2 and the squared token ratio: the grader counts it exactly."""
         few, many = (tokens(p) for p in COST_PATCH_SIZES)
         top = (many / few) ** 2
@@ -135,21 +135,21 @@ class Checks:
         return self._report("cost", credit(1, [f"cost_ratio={ratio:.2f} is plausible"]),
                             " (the grader counts the operations of your configuration and checks the ratio)")
 
-    def training(self, vit, cnn, test_loader) -> dict:
+    def training(self, vit, cnn, test_loader) -> None:
         return self._report("training", score_training(_measured(vit, cnn, test_loader), [],
                                                           *training_targets()))
 
-    def comparison(self, rows, vit, cnn, test_loader) -> dict:
+    def comparison(self, rows, vit, cnn, test_loader) -> None:
         return self._report("comparison", score_comparison(rows, _measured(vit, cnn, test_loader)),
                             " (the grader also checks mflops_per_image)")
 
-    def confusion(self, matrix, pair, vit, test_loader) -> dict:
+    def confusion(self, matrix, pair, vit, test_loader) -> None:
         labels = torch.cat([y for _, y in test_loader])
         correct = round(evaluate(vit, test_loader, _device(vit))["acc"] * len(labels))
-        per_class = torch.bincount(labels, minlength=10)
+        per_class = torch.bincount(labels, minlength=len(CLASSES))
         return self._report("confusion", score_confusion_totals(matrix, pair, per_class, correct))
 
-    def attention(self, index, attention, vit, test_set) -> dict:
+    def attention(self, index, attention, vit, test_set) -> None:
         return self._report("attention", score_attention(index, attention, vit, test_set))
 
     def summary(self) -> str:

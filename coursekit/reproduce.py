@@ -12,7 +12,8 @@ epoch (the test set is scored once, with those weights), and timing after warm-u
 synchronization (:func:`coursekit.bench.inference_time_ms`).
 
 Every finished pair is written at once to ``OUT/pairs/<dataset>__<model>.json`` (atomically), so a
-rerun skips it and an interrupted run loses at most the pair in progress; ``results.csv``,
+rerun skips it, and every finished epoch of the pair in progress to a checkpoint it resumes from:
+an interrupted run loses at most the epoch in progress; ``results.csv``,
 ``results.md`` and ``accuracy_vs_time.png`` are rebuilt from all finished pairs in ``OUT``.
 """
 
@@ -93,7 +94,7 @@ def run_pair(run: Run, out, *, device="auto", download: bool = True, progress: b
     if stand_in:
         print(f"WARNING: {dataset}: {source_of(train_loader)}. Its numbers say nothing about {dataset}.")
     net = build_run(run)
-    checkpoint = checkpoint_path(out, run)
+    checkpoint = checkpoint_path(out, run, source_of(train_loader), device)
     earlier = 0.0  # seconds an interrupted run of this pair trained before (its checkpoint's epochs)
     if checkpoint.exists():
         earlier = sum(torch.load(checkpoint, map_location="cpu", weights_only=True)["history"]["epoch_time"])
@@ -103,7 +104,8 @@ def run_pair(run: Run, out, *, device="auto", download: bool = True, progress: b
                   precision=run.precision, checkpoint=checkpoint, resume=True)
     train_time = earlier + time.perf_counter() - start
     if history.interrupted:
-        raise KeyboardInterrupt(f"{dataset}/{model} interrupted; its finished epochs are kept in {checkpoint}")
+        kept = f"its finished epochs are kept in {checkpoint}" if checkpoint.exists() else "no epoch had finished"
+        raise KeyboardInterrupt(f"{dataset}/{model} interrupted; {kept}")
     test = evaluate(net, test_loader, device, history.precision)  # best-validation weights, once
     info = dataset_info(dataset)
     shape = (info.channels, info.image_size, info.image_size)
@@ -124,14 +126,16 @@ def run_pair(run: Run, out, *, device="auto", download: bool = True, progress: b
     record = dict(row=row, history=history.as_dict(), settings=run.as_dict(), stand_in=stand_in)
     save_atomically(net.state_dict(), path.with_suffix(".pt"))  # for attention maps later
     save_atomically(json.dumps(record, indent=1), path)  # the "finished" mark, last
-    checkpoint.unlink()
+    for stale in path.parent.glob(f"{dataset}__{model}-*.ckpt"):  # this run's, and any of older settings
+        stale.unlink(missing_ok=True)
     return record
 
 
-def checkpoint_path(out, run: Run) -> Path:
+def checkpoint_path(out, run: Run, data: str, device) -> Path:
     """Where a pair's unfinished training is kept, epoch by epoch: ``out/pairs/<dataset>__<model>-<h>.ckpt``,
-    ``h`` a digest of its settings, so a run with other settings never resumes it."""
-    digest = hashlib.sha256(json.dumps(run.as_dict(), sort_keys=True).encode()).hexdigest()[:12]
+    ``h`` a digest of its settings, data source and device type, so no other run resumes it."""
+    key = json.dumps([run.as_dict(), data, torch.device(device).type], sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return pair_path(out, run.model, run.dataset).with_name(f"{run.dataset}__{run.model}-{digest}.ckpt")
 
 
@@ -143,7 +147,8 @@ def reproduce(datasets=("mnist", "cifar10", "cifar100"), models=KINDS, out="resu
     Each pair trains as ``coursekit.runs.settings(grid, dataset, model, **changes)`` says, e.g.
     ``reproduce(["mnist"], ["cnn"], grid="cpu", epochs=3)``; ``grid`` defaults to
     :func:`default_grid` of the device. Files written in ``out``: ``results.csv``, ``results.md``,
-    ``accuracy_vs_time.png``, and per pair ``pairs/*.json`` + weights.
+    ``accuracy_vs_time.png``, and per pair ``pairs/*.json`` + weights (and ``pairs/*.ckpt`` while
+    a pair is unfinished).
     """
     unknown = [m for m in models if m not in KINDS]
     if unknown:
@@ -277,7 +282,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"Interrupted: finished pairs are kept in {args.out}; run the same command to go on.")
+        print(f"Interrupted: finished pairs, and the finished epochs of the pair in progress, are kept in "
+              f"{args.out}; run the same command to go on.")
         return 130
     print((Path(args.out) / "results.md").read_text() if rows else "no results")
     return 0

@@ -54,7 +54,7 @@ def score_data(indices, targets, k: int) -> dict:
 
 
 def patchify_cases(seed: int) -> list:
-    """Test inputs ``[(images [3, 1, 28, 28], patch_size), ...]`` for patch sizes 7, 4 and 14.
+    """Test inputs ``[(images [3, 1, SIDE, SIDE], patch_size), ...]`` for patch sizes 7, 4 and 14.
 
     Every pixel holds a different whole number (a random permutation of 0..N-1, as floats), so each
     value in a patchify output says exactly which pixel it came from.

@@ -123,7 +123,8 @@ def fit(model: nn.Module, train_loader, val_loader=None, epochs: int = 5, lr: fl
     a file written atomically after every epoch with the best weights (``"model"``), the history
     and what it takes to go on (weights, optimizer, schedule, random state). With ``resume=True`` a
     checkpoint left by an interrupted run of the same plan is picked up after its last finished
-    epoch, and the run ends exactly as an uninterrupted one would (on the CPU).
+    epoch, and the run ends exactly as an uninterrupted one would (on the CPU); a checkpoint of a
+    finished run trains nothing more and returns its history, the model holding its best weights.
     Ctrl-C stops training and returns what was learned so far (``history.interrupted``).
     ``precision``: "fp32"; "bf16" (autocast: faster convolutions on recent CPUs and GPUs); "auto"
     picks the faster of the two for this model by measuring it (:func:`choose_precision`; pass

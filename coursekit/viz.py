@@ -21,8 +21,9 @@ from .maps import cls_map, position_similarity, self_share, token_map
 
 
 def upsample(grid: torch.Tensor, size: int, smooth: bool = False) -> torch.Tensor:
-    """A patch grid [g, g] scaled up to [size, size] (nearest: each patch a flat square)."""
-    mode = dict(mode="bilinear", align_corners=False) if smooth else dict(mode="nearest")
+    """A patch grid [g, g] scaled up to [size, size] (each patch a flat square: a pixel takes the patch
+    its centre lies in, as :func:`patch_square` outlines it), or smoothly (bilinear) with ``smooth``."""
+    mode = dict(mode="bilinear", align_corners=False) if smooth else dict(mode="nearest-exact")
     return F.interpolate(grid[None, None].float(), size=(size, size), **mode)[0, 0]
 
 

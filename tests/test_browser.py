@@ -224,6 +224,6 @@ def test_kernel_free_view_in_the_exported_html_responds_within_50_ms(tmp_path):
         root.locator(".ck-picture").click(position={"x": 10, "y": 10})
         assert root.get_attribute("data-drawn") == "0,0,1,1"
         assert "patch 1 -> patches" in root.locator(".ck-title").inner_text()
-        root.locator(".ck-picture").click(position={"x": 275, "y": 100})  # the last column, second row
         g = round((int(root.locator("[name=query]").get_attribute("max"))) ** 0.5)
+        root.locator(".ck-picture").click(position={"x": 279, "y": 280 / g * 1.5})  # last column, second row
         assert root.get_attribute("data-drawn") == f"0,0,1,{2 * g}"

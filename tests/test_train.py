@@ -104,6 +104,9 @@ def test_an_interrupted_run_resumes_and_ends_exactly_as_an_uninterrupted_one(tmp
     assert not h.interrupted and len(h.epoch_time) == 3
     for a, b in zip(resumed.state_dict().values(), whole.state_dict().values()):
         assert torch.equal(a, b)
+    again = toy_model(seed=6)  # the checkpoint now covers every epoch: nothing more is trained
+    h_again = fit(again, train, val, checkpoint=ckpt, resume=True, **common)
+    assert h_again.train_loss == h.train_loss and evaluate(again, val)["acc"] == h.best_val_acc
     with pytest.raises(ValueError, match="other settings.*delete it"):
         fit(toy_model(), train, val, checkpoint=ckpt, resume=True, **dict(common, epochs=4))
 

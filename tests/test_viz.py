@@ -246,7 +246,7 @@ def test_plots_return_figures(images):
         assert viz.figure_png(fig)[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("g, size", [(4, 28), (7, 28), (8, 32), (2, 32)])
+@pytest.mark.parametrize("g, size", [(4, 28), (7, 28), (8, 32), (2, 32), (3, 28)])
 def test_patch_numbering_is_the_same_in_every_picture(g, size):
     """CLS is token 0; patches are 1..g*g row by row. The pixels the pictures colour with token t
     (``patch_tokens``, which the explorer's JavaScript also reads) are exactly those inside its
