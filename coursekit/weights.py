@@ -51,6 +51,14 @@ SHIPPED: dict[str, str] = {
     "03_mnist_cnn.safetensors": "b5953dc766edd0ce2fe3d94d9b4ad56316a99090fff2f780816337ecccd0cb4a",
     "03_mnist_vit.safetensors": "ffac0a9a623e256093e7e2119ecc991e51af4704fb02c4338e6a59fbb8c4b038",
     "03_cifar10_vit.safetensors": "a003062b7cae47ecdef537ba239aab6b0a1589d31d28703769a6198fbd46f21a",
+    "05_cpu_mnist_cnn.safetensors": "ef7e1a1ca0217dee82af570dd27ebd09ab02a4608fc0f2d17e59a788ae9d3e20",
+    "05_cpu_mnist_vit.safetensors": "2e29517beea95fe5df2202144500fc8ff28a92fa53f4052c0f2e111a543a4daf",
+    "05_cpu_mnist_deepvit.safetensors": "de497dd17c418bd78cb957b65afd19c426d45808439c849048a8ce0497cc7cea",
+    "05_cpu_mnist_hybrid.safetensors": "e29a1f046376792b1dd446e84017643633e0910bdd1260275224e92c81794596",
+    "05_cpu_cifar10_cnn.safetensors": "6c681b26371b0fbafa7dacdfa704de3b6c914720ee45a09ba502f01e41559de6",
+    "05_cpu_cifar10_vit.safetensors": "97563e588cdb07eb8e3b0c054dfeaaaeebffc22f4366a0b637b98f4e8bf4fc82",
+    "05_cpu_cifar10_deepvit.safetensors": "ee8b3cf36bb6a9cf6fee4f145274fc0e1089b859a503aa053cb29f1c4ba94228",
+    "05_cpu_cifar10_hybrid.safetensors": "3551fc879ff7fd78f12b86e3f35d4456528d117f03a916fa4a54341c5491b5fd",
 }
 
 
