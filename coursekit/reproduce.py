@@ -95,13 +95,11 @@ def run_pair(run: Run, out, *, device="auto", download: bool = True, progress: b
         print(f"WARNING: {dataset}: {source_of(train_loader)}. Its numbers say nothing about {dataset}.")
     net = build_run(run)
     checkpoint = checkpoint_path(out, run, source_of(train_loader), device)
-    earlier = 0.0  # seconds an interrupted run of this pair trained before (its checkpoint's epochs)
-    if checkpoint.exists():
-        earlier = sum(torch.load(checkpoint, map_location="cpu", weights_only=True)["history"]["epoch_time"])
     start = time.perf_counter()
     history = fit(net, train_loader, val_loader, epochs=run.epochs, lr=run.lr, device=device, seed=run.seed,
                   label_smoothing=run.label_smoothing, max_steps=run.max_steps, progress=progress,
                   precision=run.precision, checkpoint=checkpoint, resume=True)
+    earlier = sum(history.epoch_time[:history.resumed_epochs])  # an interrupted run's epochs, resumed here
     train_time = earlier + time.perf_counter() - start
     if history.interrupted:
         kept = f"its finished epochs are kept in {checkpoint}" if checkpoint.exists() else "no epoch had finished"

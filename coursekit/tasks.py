@@ -96,7 +96,8 @@ def flop_ratio(config: dict) -> float:
     (one forward pass; a training step gives the same ratio). Torch's random state is kept."""
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        few, many = (count_ops(build_model("vit", DATASET, **dict(config, patch_size=p))) for p in hw.COST_PATCH_SIZES)
+        few, many = (count_ops(build_model("vit", DATASET, **dict(config, patch_size=p)))
+                     for p in hw.COST_PATCH_SIZES)
     return many / few
 
 

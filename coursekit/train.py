@@ -30,6 +30,7 @@ class History:
     best_val_acc: float = float("nan")  # the best of val_acc (the model holds those weights)
     best_epoch: int = -1  # index of that epoch, counted from 0
     interrupted: bool = False  # True when Ctrl-C stopped training early
+    resumed_epochs: int = 0  # epochs taken from a checkpoint rather than trained by this call
     precision: str = "fp32"  # "fp32", or "bf16" when the steps ran under bf16 autocast
 
     def as_dict(self) -> dict:
@@ -223,7 +224,7 @@ def _resume(checkpoint, plan: dict, model, optimizer, schedule, device) -> tuple
     if saved["rng"]["cuda"] is not None:
         torch.cuda.set_rng_state(saved["rng"]["cuda"], device)
     history = History(**saved["history"])
-    history.interrupted = False
+    history.interrupted, history.resumed_epochs = False, len(history.train_loss)
     best = saved["model"] if history.best_epoch >= 0 else None
     print(f"resuming from {checkpoint}: {len(history.train_loss)} of {plan['epochs']} epochs done")
     return history, best

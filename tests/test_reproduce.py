@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -129,6 +130,9 @@ def test_a_pair_stopped_mid_training_resumes_after_its_last_finished_epoch(fast,
                     torch.load(reproduce.pair_path(tmp_path / "whole", "cnn", "mnist").with_suffix(".pt")).values()):
         assert torch.equal(a, b)  # the same weights as the run that was never stopped
     assert not list((out / "pairs").glob("*.ckpt"))  # a finished pair keeps no checkpoint
+    record = json.loads(pair.read_text())  # its training time counts the epoch trained before the stop
+    assert record["history"]["resumed_epochs"] == 1
+    assert record["row"]["train_time_s"] >= round(sum(record["history"]["epoch_time"]), 1) - 0.1
 
 
 def test_missing_cifar_outside_fast_mode_is_a_clear_error(tmp_path, monkeypatch, capsys):
