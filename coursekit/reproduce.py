@@ -121,7 +121,8 @@ def run_pair(run: Run, out, *, device="auto", download: bool = True, progress: b
                parameters=bench.count_parameters(net), epochs=len(history.train_loss),
                best_epoch=history.best_epoch + 1, train_time_s=round(train_time, 1),
                precision=history.precision, device=device_label(device))
-    record = dict(row=row, history=history.as_dict(), settings=run.as_dict(), stand_in=stand_in)
+    record = dict(row=row, history=history.as_dict(), settings=run.as_dict(), stand_in=stand_in,
+                  machine=bench.environment(), threads=torch.get_num_threads())  # where it was measured
     save_atomically(net.state_dict(), path.with_suffix(".pt"))  # for attention maps later
     save_atomically(json.dumps(record, indent=1), path)  # the "finished" mark, last
     for stale in path.parent.glob(f"{dataset}__{model}-*.ckpt"):  # this run's, and any of older settings
@@ -199,7 +200,8 @@ def write_results(out) -> list[dict]:
     writer.writeheader()
     writer.writerows(rows)
     save_atomically(buffer.getvalue(), out / "results.csv")
-    lines = [f"# Results\n\nMeasured with `python -m coursekit.reproduce` on {bench.environment()}."]
+    machines = "; ".join(dict.fromkeys(r.get("machine", "a machine not recorded") for r in records))
+    lines = [f"# Results\n\nMeasured with `python -m coursekit.reproduce` on {machines}."]
     if any(r["settings"]["fast"] for r in records):
         lines.append("FAST MODE: tiny subsets and a few training steps, for CI only; these numbers teach nothing.")
     stand_ins = sorted({r["dataset"] for r in rows if r["stand_in"]})
@@ -218,36 +220,45 @@ def write_results(out) -> list[dict]:
 
 
 def plot_results(rows: list[dict]):
-    """A figure: test accuracy per model and dataset (bars), and accuracy against ms per image."""
+    """A figure: test accuracy per model and dataset (bars), and accuracy against ms per image.
+
+    Colour names the model (legend on the bars), marker shape the data source (legend on the right).
+    """
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    fig = Figure(figsize=(11, 4))
+    fig = Figure(figsize=(11, 4), layout="constrained")
     bars, scatter = fig.subplots(1, 2)
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     models = list(dict.fromkeys(r["model"] for r in rows))
     width = 0.8 / len(models)
     source = {d: next(r["data"] for r in rows if r["dataset"] == d) for d in datasets}  # e.g. "CIFAR-10 (JPEG copy)"
+    marker = {d: "os^Dv"[i % 5] for i, d in enumerate(datasets)}
     for j, m in enumerate(models):
         for i, d in enumerate(datasets):
             r = next((r for r in rows if r["model"] == m and r["dataset"] == d), None)
             if r is not None:
                 bars.bar(i + j * width, r["test_acc"], width, color=f"C{j}", label=m if i == 0 else None)
-                scatter.scatter(r["ms_per_image"], r["test_acc"], color=f"C{j}", marker="os^Dv"[i % 5],
-                                label=f"{m}, {source[d]}")
+                scatter.scatter(r["ms_per_image"], r["test_acc"], color=f"C{j}", marker=marker[d])
     bars.set_xticks([i + 0.4 - width / 2 for i in range(len(datasets))],
                     [textwrap.fill(source[d], 20) for d in datasets])
+    bars.set_ylim(0, 115)  # room above 100% for the legend
+    bars.set_yticks(range(0, 101, 20))
     bars.set_ylabel("test accuracy (%)")
     bars.set_title("Accuracy at the best validation epoch")
-    bars.legend(fontsize=8)
+    bars.legend(ncol=len(models), loc="upper center", fontsize=8)
     scatter.set_xscale("log")
+    scatter.margins(x=0.1, y=0.08)
     scatter.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))  # 0.1, 0.2, 0.5, 1, 2, 5, ...
     scatter.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
     scatter.xaxis.set_minor_formatter(NullFormatter())
     scatter.set_xlabel(f"ms per image, batch 1 ({rows[0]['device']})")
     scatter.set_ylabel("test accuracy (%)")
-    scatter.set_title("Accuracy against inference time")
-    scatter.legend(fontsize=7, ncol=2)
+    scatter.set_title("Accuracy against inference time (colour: model)")
+    shapes = [Line2D([], [], color="grey", marker=marker[d], linestyle="", label=textwrap.fill(source[d], 20))
+              for d in datasets]
+    scatter.legend(handles=shapes, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     return fig
 
 

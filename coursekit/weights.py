@@ -51,14 +51,14 @@ SHIPPED: dict[str, str] = {
     "03_mnist_cnn.safetensors": "b5953dc766edd0ce2fe3d94d9b4ad56316a99090fff2f780816337ecccd0cb4a",
     "03_mnist_vit.safetensors": "ffac0a9a623e256093e7e2119ecc991e51af4704fb02c4338e6a59fbb8c4b038",
     "03_cifar10_vit.safetensors": "a003062b7cae47ecdef537ba239aab6b0a1589d31d28703769a6198fbd46f21a",
-    "05_cpu_mnist_cnn.safetensors": "ef7e1a1ca0217dee82af570dd27ebd09ab02a4608fc0f2d17e59a788ae9d3e20",
-    "05_cpu_mnist_vit.safetensors": "2e29517beea95fe5df2202144500fc8ff28a92fa53f4052c0f2e111a543a4daf",
-    "05_cpu_mnist_deepvit.safetensors": "de497dd17c418bd78cb957b65afd19c426d45808439c849048a8ce0497cc7cea",
-    "05_cpu_mnist_hybrid.safetensors": "e29a1f046376792b1dd446e84017643633e0910bdd1260275224e92c81794596",
-    "05_cpu_cifar10_cnn.safetensors": "6c681b26371b0fbafa7dacdfa704de3b6c914720ee45a09ba502f01e41559de6",
-    "05_cpu_cifar10_vit.safetensors": "97563e588cdb07eb8e3b0c054dfeaaaeebffc22f4366a0b637b98f4e8bf4fc82",
-    "05_cpu_cifar10_deepvit.safetensors": "ee8b3cf36bb6a9cf6fee4f145274fc0e1089b859a503aa053cb29f1c4ba94228",
-    "05_cpu_cifar10_hybrid.safetensors": "3551fc879ff7fd78f12b86e3f35d4456528d117f03a916fa4a54341c5491b5fd",
+    "05_cpu_mnist_cnn.safetensors": "02e42291aedb6ba93d84c19eae748e2ef0a25a8666f47e28fb8c1beae00b9a74",
+    "05_cpu_mnist_vit.safetensors": "8fb688534faca862f6511a1a64e203fca17cd4925f453145c72cf61ecc638c67",
+    "05_cpu_mnist_deepvit.safetensors": "0d3a7437baf840c83ecabe94aaeab14d9239d6b97d8eadc3d98400566ce42aa6",
+    "05_cpu_mnist_hybrid.safetensors": "cb19a1f041b9c59ad18c27f9560930340779662e8ee7fb4f11633d754b917505",
+    "05_cpu_cifar10_cnn.safetensors": "ec6f6cf75a2bf21e768454546c6df5ab4a202d0780992694440ba418039fa055",
+    "05_cpu_cifar10_vit.safetensors": "39247362f3ee634ef6b194ae372e10564d231cd543c180fdf7dc559f966f4582",
+    "05_cpu_cifar10_deepvit.safetensors": "93ee4d6469a886297c7b684790fabd233a36e1dfba111e434c5ec0ddd7dac6c8",
+    "05_cpu_cifar10_hybrid.safetensors": "6f68875251bfd06aaabefe9dc4d0f75f8dbce5fb8e3ebfdf109969ec950240f7",
 }
 
 
@@ -93,7 +93,7 @@ def history(info: dict) -> History:
 
 def describe(info: dict) -> str:
     """One line: how a weights file was made, from its metadata."""
-    line = (f"trained by `{info['command']}` on {info['machine']}, {info['device']}, in "
+    line = (f"trained by `{info['command']}` on {info['machine']}, in "
             f"{info['train_time_s'] / 60:.1f} min ({info['date']}); {info['data']}; stored in {info['dtype']}")
     if info.get("test_acc") is not None:
         line += f"; test accuracy {info['test_acc']:.2f}%"
@@ -243,7 +243,8 @@ def train_05(runs, out=None, device="cpu", note: str = "") -> dict[str, str]:
         command = f"python -m coursekit.reproduce --grid {grid} --datasets {dataset} --models {model}"
         info = dict(run_info(name, run, History(**record["history"]), row["train_time_s"], row["data"],
                              device, command, note),
-                    date=made.date().isoformat(), record=record, device=row["device"])  # as trained
+                    date=made.date().isoformat(), record=record, device=row["device"],  # as trained
+                    machine=record["machine"], threads=record["threads"])
         path, hashes[path.name] = pack(net, info, out)
     reproduce.write_results(folder)
     return hashes

@@ -243,5 +243,6 @@ def test_the_chart_names_each_data_source():
     bars, scatter = reproduce.plot_results(rows).axes
     ticks = [t.get_text().replace("\n", " ") for t in bars.get_xticklabels()]
     assert ticks == ["CIFAR-10 (JPEG copy)", "GENERATED STAND-IN, not cifar100"]
-    legend = [t.get_text() for t in scatter.get_legend().get_texts()]
-    assert "vit, CIFAR-10 (JPEG copy)" in legend and "cnn, GENERATED STAND-IN, not cifar100" in legend
+    shapes = [t.get_text().replace("\n", " ") for t in scatter.get_legend().get_texts()]
+    assert shapes == ticks  # marker shape: the data source
+    assert [t.get_text() for t in bars.get_legend().get_texts()] == ["cnn", "vit"]  # colour: the model

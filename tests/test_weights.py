@@ -9,7 +9,7 @@ import nbformat
 import pytest
 import torch
 
-from coursekit import reproduce, weightfile, weights
+from coursekit import bench, reproduce, weightfile, weights
 from coursekit.models import build_model
 from coursekit.runs import settings
 from coursekit.train import History
@@ -201,10 +201,13 @@ def test_the_course_grid_is_written_as_reproduce_writes_it(real_root, tmp_path, 
     hashes = weights.train_05(tmp_path / "runs", tmp_path / "shipped", "cpu")
     monkeypatch.setattr(weights, "FOLDER", tmp_path / "shipped")
     monkeypatch.setattr(weights, "SHIPPED", hashes)
+    monkeypatch.setattr(bench, "environment", lambda: "a learner's laptop")  # where the grid is loaded
     rows = weights.use_grid(tmp_path / "out")
     trained = json.loads(reproduce.pair_path(tmp_path / "runs" / "05_cpu", "cnn", "mnist").read_text())
     assert rows == [trained["row"]] and reproduce.load_pairs(tmp_path / "out") == [trained]
-    assert (tmp_path / "out" / "results.md").exists()
+    # the table names the machine that trained and timed the grid, not the one that loads it
+    assert f"on {trained['machine']}." in (tmp_path / "out" / "results.md").read_text()
+    assert weights.load("05_cpu_mnist_cnn")[1]["machine"] == trained["machine"] != "a learner's laptop"
     state = torch.load(reproduce.pair_path(tmp_path / "out", "cnn", "mnist").with_suffix(".pt"))
     build_model("cnn", "mnist", "cpu").load_state_dict(state)
     assert "05_cpu_mnist_cnn: trained by `python -m coursekit.reproduce --grid cpu --datasets mnist --models cnn`" \
