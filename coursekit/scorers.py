@@ -314,5 +314,5 @@ def score_confusion_totals(matrix, pair, per_class: torch.Tensor, correct: int) 
         earned += 1
     got, why = _score_pair(pair, matrix.clone().fill_diagonal_(0))
     earned += got
-    feedback += [why] if why else ["the matrix's totals and its largest mistake agree (the grader checks every cell)"]
+    feedback += [why] if why else ["the matrix's totals and its largest mistake agree"]
     return credit(earned / 2, feedback)
