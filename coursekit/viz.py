@@ -158,13 +158,14 @@ def prediction_titles(model: nn.Module, images: torch.Tensor, labels, names=None
 
 
 def plot_position_similarity(model: nn.Module) -> Figure:
-    """One small heatmap per patch: its position embedding's cosine similarity to every patch's."""
+    """One small heatmap per patch: its position embedding's cosine similarity to every patch's
+    (a diverging scale, -1 blue, 0 white, 1 red)."""
     sim = position_similarity(model)
     g = math.isqrt(len(sim))
     fig = Figure(figsize=(min(1.0 * g, 8) + 0.8, min(1.0 * g, 8)), layout="constrained")
     axes = fig.subplots(g, g, squeeze=False)
     for i, ax in enumerate(axes.flat):
-        im = ax.imshow(sim[i].reshape(g, g).numpy(), cmap="viridis", vmin=-1, vmax=1)
+        im = ax.imshow(sim[i].reshape(g, g).numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
         ax.set_xticks([])
         ax.set_yticks([])
     for r in range(g):
