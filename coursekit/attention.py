@@ -74,7 +74,7 @@ class MultiHeadAttention(nn.Module):
         if d_model <= 0 or num_heads <= 0:
             raise ValueError(f"d_model={d_model} and num_heads={num_heads} must be positive")
         if d_model % num_heads:
-            valid = [h for h in range(1, d_model + 1) if d_model % h == 0]
+            valid = [h for h in range(1, min(d_model, 64) + 1) if d_model % h == 0]
             raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}; "
                              f"try num_heads in {valid} or change d_model")
         self.d_model, self.num_heads, self.d_head = d_model, num_heads, d_model // num_heads

@@ -86,7 +86,8 @@ def grade_folder(folder: Path, args) -> list[dict]:
         raise GradeError(f"--workers {args.workers}: grade at least one submission at a time")
     if args.workers * args.threads > (os.cpu_count() or 1):
         print(f"note: {args.workers} workers x {args.threads} threads is more than this machine's "
-              f"{os.cpu_count()} cores: grading will be slower, the scores the same\n")
+              f"{os.cpu_count()} cores: grading will be slower, and a cell that runs over --timeout "
+              "scores zero\n")
     csv_path = Path(args.csv or folder / "grades.csv")
     json_path = Path(args.json) if args.json else None
     rows, reports = ({}, {}) if args.regrade else finished(csv_path, json_path)

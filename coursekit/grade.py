@@ -55,7 +55,7 @@ from .feedback import credit, show
 from .files import save_atomically
 from .kernel import Runner, read_answer
 from .reports import GradeError, format_report
-from .tasks import TASKS, Context, Task
+from .tasks import TASKS, Context, Task, check_data
 
 
 def read_notebook(path) -> nbformat.NotebookNode:
@@ -68,9 +68,16 @@ def read_notebook(path) -> nbformat.NotebookNode:
         raise GradeError(f"{path}: not a readable notebook ({type(error).__name__}: {error})") from None
 
 
+def _meta(cell) -> dict:
+    """A cell's ``coursekit`` metadata, ``{}`` unless it is a dict (a submission may have changed it)."""
+    metadata = cell.get("metadata")
+    meta = metadata.get("coursekit") if isinstance(metadata, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
 def _task(cell) -> str | None:
-    meta = cell.get("metadata", {}).get("coursekit", {})
-    return meta.get("task") if isinstance(meta, dict) else None
+    task = _meta(cell).get("task")
+    return task if isinstance(task, str) else None
 
 
 def _manual(cells) -> str:
@@ -91,9 +98,16 @@ def grade(path, timeout: float = 1800, total: float = 3600, tasks: dict | None =
     nb = read_notebook(path)
     cells = {t: [c for c in nb.cells if _task(c) == t] for t in tasks}
     results = {}
+    _check_times(timeout, total)
     with tempfile.TemporaryDirectory(prefix="coursekit-grade-") as workdir:
-        runner = Runner(nb, timeout, total, workdir, child_environment() if env is None else env, limits)
-        last = {id(cs[-1]): t for t, cs in cells.items() if cs and not tasks[t].manual}
+        try:
+            runner = Runner(nb, timeout, total, workdir, child_environment() if env is None else env, limits)
+        except RuntimeError as error:  # e.g. "Kernel died before replying to kernel_info"
+            memory = f" with --memory-gb {limits.memory_gb:g}" if limits else ""
+            raise GradeError(f"the kernel did not start{memory} (importing torch alone reserves about 4 GB "
+                             f"of address space): {error}") from None
+        code = {t: [c for c in cs if c.cell_type == "code"] for t, cs in cells.items()}
+        last = {id(cs[-1]): t for t, cs in code.items() if cs and not tasks[t].manual}
         failed: dict[str, str] = {}
         context = Context()
         try:
@@ -104,7 +118,7 @@ def grade(path, timeout: float = 1800, total: float = 3600, tasks: dict | None =
                 why = runner.run(cell)
                 if why and task in tasks:
                     failed.setdefault(task, f"your cell: {why}")
-                if not why and not cell.get("metadata", {}).get("coursekit", {}).get("check"):
+                if not why and not _meta(cell).get("check"):
                     runner.replay.append(cell)  # what a restarted kernel needs to go on
                 if id(cell) in last:
                     results[task] = _grade_task(task, tasks, failed.get(task), runner, context)
@@ -128,6 +142,11 @@ def grade(path, timeout: float = 1800, total: float = 3600, tasks: dict | None =
             "fast_mode": is_fast(), "sandbox": limits is not None, "tasks": report_tasks}
 
 
+def _check_times(timeout: float, total: float) -> None:
+    if not (timeout > 0 and total > 0):
+        raise GradeError(f"--timeout {timeout:g} --total {total:g}: give each cell and the notebook some seconds")
+
+
 def _grade_task(name: str, tasks: dict, failure: str | None, runner: Runner, context: Context) -> dict:
     task = tasks[name]
     if failure:
@@ -135,12 +154,13 @@ def _grade_task(name: str, tasks: dict, failure: str | None, runner: Runner, con
     else:
         try:
             outcome = _collect_and_score(task, runner, context)
-        except (TypeError, ValueError, IndexError, KeyError, OverflowError, RuntimeError) as error:
+        except (AttributeError, TypeError, ValueError, IndexError, KeyError, OverflowError, RuntimeError) as error:
             outcome = credit(0, [f"your answer has an unexpected form ({type(error).__name__}: "
                                  f"{show(str(error), 120)})"])
-        except Exception as error:  # a bug or missing data on the grader's side: say so, go on
-            outcome = credit(0, [f"grader error: {type(error).__name__}: {show(str(error), 200)}"])
-    if task.fallback and outcome["credit"] == 0:  # later tasks still get what they need
+        except Exception as error:  # the grader's side (missing data, a bug): no grade rather than a wrong one
+            raise GradeError(f"task {name}: the grader failed ({type(error).__name__}: {show(str(error), 300)}); "
+                             "fix that and grade this submission again") from error
+    if task.fallback and outcome.pop("unusable", outcome["credit"] == 0):  # later tasks get what they need
         cell = nbformat.v4.new_code_cell(task.fallback)
         if not runner.run(cell, 30):
             runner.replay.append(cell)
@@ -215,6 +235,11 @@ def main(argv=None) -> int:
             raise GradeError(f"no sandbox for the submissions' kernels: {why}. Grade inside a Linux "
                              f"container that has bubblewrap, or pass --no-sandbox ({NO_SANDBOX_WARNING})")
         limits = batch.limits_from(args)
+        _check_times(args.timeout, args.total)
+        try:
+            check_data()  # before any kernel starts: a missing test set is the grader's problem, not a 0
+        except FileNotFoundError as error:
+            raise GradeError(f"the grader's data: {error}") from None
         if target.is_dir():
             batch.grade_folder(target, args)
             return 0

@@ -32,13 +32,16 @@ _QUIET.setLevel(logging.CRITICAL)
 
 
 class _Client(NotebookClient):
-    """Keeps only a cell's errors: what a cell prints or shows is never graded, so a flood of output
-    cannot fill the grader's memory."""
+    """Keeps only a cell's first error, cut short: what a cell prints or shows is never graded, so a
+    flood of output (or of errors) cannot fill the grader's memory."""
 
     def output(self, outs, msg, display_id, cell_index):
-        if msg["msg_type"] == "error":
-            return super().output(outs, msg, display_id, cell_index)
-        return None
+        if msg["msg_type"] != "error" or any(o.get("output_type") == "error" for o in outs):
+            return None
+        content = msg["content"]
+        short = {"ename": str(content.get("ename"))[:100], "evalue": str(content.get("evalue"))[:1000],
+                 "traceback": []}
+        return super().output(outs, {**msg, "content": short}, display_id, cell_index)
 
 
 def _error_of(cell) -> str | None:
@@ -153,4 +156,28 @@ def read_answer(path: Path):
             raise ValueError(f"the answer file is not a plain file of at most {MAX_ANSWER_BYTES >> 20} MB")
         if info.st_size == 0:  # made by the grader, never written
             return None
-        return torch.load(file, weights_only=True)
+        answer = torch.load(file, weights_only=True)
+    _check_sizes(answer)
+    return answer
+
+
+def _check_sizes(answer) -> None:
+    """``ValueError`` if the tensors in ``answer`` claim more data than an answer file may hold.
+
+    A tensor saved as a view (``torch.zeros(1).expand(10**9)``) loads with its tiny storage, but
+    comparing or copying it would make the full size: refuse such answers before any of that.
+    """
+    seen, todo, total = 0, [answer], 0
+    while todo:
+        x = todo.pop()
+        seen += 1
+        if seen > 1_000_000:
+            raise ValueError("the answer holds too many items")
+        if isinstance(x, torch.Tensor):
+            total += x.numel() * x.element_size()
+            if total > MAX_ANSWER_BYTES:
+                raise ValueError(f"the answer's tensors claim more than {MAX_ANSWER_BYTES >> 20} MB")
+        elif isinstance(x, dict):
+            todo.extend(x.values())
+        elif isinstance(x, (list, tuple)):
+            todo.extend(x)

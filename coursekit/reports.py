@@ -60,7 +60,8 @@ def finished(csv_path: Path, json_path: Path | None) -> tuple[dict, dict]:
     """The rows (and reports) of an earlier run that ended with a score: a rerun keeps them."""
     rows, reports = {}, {}
     if csv_path.exists():
-        rows = {r["notebook"]: r for r in csv.DictReader(csv_path.open(newline="")) if not r.get("error")}
+        with csv_path.open(newline="") as f:
+            rows = {r["notebook"]: r for r in csv.DictReader(f) if not r.get("error")}
     if json_path and json_path.exists():
         reports = {r["notebook"]: r for r in json.loads(json_path.read_text()) if r["notebook"] in rows}
     return rows, reports
@@ -75,6 +76,8 @@ def merge_reports(paths: list[Path], csv_path: Path, json_path=None) -> None:
         except (OSError, ValueError) as error:
             raise GradeError(f"{path}: not a readable report ({error})") from None
         for r in report if isinstance(report, list) else [report]:
+            if not isinstance(r, dict) or not isinstance(r.get("notebook"), str):
+                raise GradeError(f"{path}: not a report of python -m coursekit.grade (no 'notebook' in it)")
             reports[r["notebook"]] = r
     write_reports({k: csv_row(r) for k, r in reports.items()}, reports, csv_path, Path(json_path) if json_path else None)
     print(f"{len(reports)} rows in {csv_path}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import datetime
 import hashlib
 import io
 import json
@@ -121,8 +122,9 @@ def run_pair(run: Run, out, *, device="auto", download: bool = True, progress: b
                parameters=bench.count_parameters(net), epochs=len(history.train_loss),
                best_epoch=history.best_epoch + 1, train_time_s=round(train_time, 1),
                precision=history.precision, device=device_label(device))
-    record = dict(row=row, history=history.as_dict(), settings=run.as_dict(), stand_in=stand_in,
-                  machine=bench.environment(), threads=torch.get_num_threads())  # where it was measured
+    record = dict(row=row, history=history.as_dict(), settings=run.as_dict(), stand_in=stand_in,  # and where:
+                  machine=bench.environment(), threads=torch.get_num_threads(), torch=torch.__version__,
+                  date=datetime.date.today().isoformat())
     save_atomically(net.state_dict(), path.with_suffix(".pt"))  # for attention maps later
     save_atomically(json.dumps(record, indent=1), path)  # the "finished" mark, last
     for stale in path.parent.glob(f"{dataset}__{model}-*.ckpt"):  # this run's, and any of older settings

@@ -128,6 +128,8 @@ def command(argv: list[str], sockets: Path, limits: Limits, env: dict) -> list[s
     for module in GRADER_ONLY:  # the grader's own modules read as empty files: nothing to import
         if (package / module).exists():
             cmd += ["--ro-bind", "/dev/null", str(package / module)]
+    if (package / "__pycache__").is_dir():  # nor their bytecode: an empty, read-only folder instead
+        cmd += ["--perms", "0555", "--tmpfs", str(package / "__pycache__")]
     cmd += ["--bind", str(sockets), str(sockets), "--chdir", HOME, "--clearenv"]
     for key, value in env.items():
         cmd += ["--setenv", key, value]

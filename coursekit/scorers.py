@@ -209,7 +209,7 @@ def score_attention(index, attention, vit, test_set) -> dict:
     want = attention_maps(vit, image.unsqueeze(0))
     earned, feedback = 0, []
     with torch.no_grad():
-        predicted = int(vit(image.unsqueeze(0)).argmax(1))
+        predicted = int(vit(image.unsqueeze(0).to(next(vit.parameters()).device)).argmax(1))
     if predicted != label:
         earned += 1
     else:
@@ -217,7 +217,7 @@ def score_attention(index, attention, vit, test_set) -> dict:
     if not isinstance(attention, torch.Tensor) or attention.shape != want.shape:
         feedback.append(f"expected attention of shape {list(want.shape)} "
                         f"[batch, layers, heads, tokens, tokens], got {shape_of(attention)}")
-    elif not torch.allclose(attention.float(), want, atol=1e-4):
+    elif not torch.allclose(attention.detach().float().cpu(), want, atol=1e-4):
         feedback.append("the attention does not belong to this image and model: use attention_maps(vit, image)")
     else:
         earned += 1
@@ -268,6 +268,15 @@ def _score_pair(pair, mistakes: torch.Tensor) -> tuple[int, str | None]:
                "another mistake is more frequent")
 
 
+def _counts(matrix) -> torch.Tensor | None:
+    """``matrix`` as int64 counts if it is a [10, 10] tensor of whole numbers (of any dtype), else None."""
+    if not isinstance(matrix, torch.Tensor) or tuple(matrix.shape) != (10, 10) or matrix.is_complex():
+        return None
+    if matrix.is_floating_point() and not torch.equal(matrix, matrix.round()):
+        return None
+    return matrix.detach().cpu().long()
+
+
 def score_confusion(matrix, pair, want: torch.Tensor) -> dict:
     """matrix: the learner's [10, 10] counts (row = true class, column = the ViT's prediction);
     pair: (true class, predicted class) of the ViT's most frequent mistake, as class names or indices;
@@ -275,17 +284,17 @@ def score_confusion(matrix, pair, want: torch.Tensor) -> dict:
 
     Half for the matrix, half for the pair (any pair tied for the most frequent mistake earns it).
     """
-    earned, feedback = 0, []
-    if not isinstance(matrix, torch.Tensor) or matrix.shape != want.shape:
-        feedback.append(f"expected confusion of shape {list(want.shape)}, got {shape_of(matrix)}")
-    elif torch.equal(matrix.long(), want):
+    earned, feedback, counts = 0, [], _counts(matrix)
+    if counts is None:
+        feedback.append(f"expected a [10, 10] tensor of counts, got {shape_of(matrix)}")
+    elif torch.equal(counts, want):
         earned += 1
-    elif torch.equal(matrix.long(), want.T):
+    elif torch.equal(counts, want.T):
         feedback.append("rows and columns are swapped: a row is the true class, a column the prediction")
-    elif int(matrix.sum()) != int(want.sum()):
-        feedback.append(f"your matrix counts {int(matrix.sum()):,} predictions; the test set has {int(want.sum()):,}")
+    elif int(counts.sum()) != int(want.sum()):
+        feedback.append(f"your matrix counts {int(counts.sum()):,} predictions; the test set has {int(want.sum()):,}")
     else:
-        wrong = int((matrix.long() != want).sum())
+        wrong = int((counts != want).sum())
         feedback.append(f"{wrong} cells differ from the counts of your ViT's test predictions")
     got, why = _score_pair(pair, want.clone().fill_diagonal_(0))
     earned += got
@@ -300,9 +309,10 @@ def score_confusion_totals(matrix, pair, per_class: torch.Tensor, correct: int) 
     [10] (test images of each class), its diagonal against ``correct`` (the ViT's right answers), and
     ``pair`` against the matrix's own largest mistake. Half for the matrix, half for the pair.
     """
-    if not isinstance(matrix, torch.Tensor) or tuple(matrix.shape) != (10, 10) or matrix.is_floating_point():
-        return credit(0, [f"expected an integer tensor of shape [10, 10], got {shape_of(matrix)}"])
-    earned, feedback = 0, []
+    counts = _counts(matrix)
+    if counts is None:
+        return credit(0, [f"expected a [10, 10] tensor of counts, got {shape_of(matrix)}"])
+    earned, feedback, matrix = 0, [], counts
     rows = matrix.sum(1)
     if not torch.equal(rows, per_class.to(rows.dtype)):
         c = int((rows != per_class).nonzero()[0])

@@ -43,7 +43,8 @@ class Task:
         ``_inputs`` holding what ``inputs()`` returned.
     score: ``(answer, inputs, context: Context) -> {"credit", "feedback"}`` in the grader's process.
     inputs: ``() -> dict`` of fresh inputs for the kernel (tensors, numbers), or None.
-    fallback: code run in the kernel when the task earns nothing, so that later tasks can still run.
+    fallback: code run in the kernel when the answer cannot serve later tasks (the score says so with
+        ``"unusable": True``; by default, when it earns nothing), so that later tasks can still run.
     """
 
     title: str
@@ -129,6 +130,11 @@ def load_models(config, vit_state, cnn_state):
     return models, errors
 
 
+def check_data() -> None:
+    """``FileNotFoundError`` naming the folder and the fix unless the data the grader scores against is here."""
+    get_dataset(DATASET, train=False, download=False)
+
+
 # --- how each collected answer is scored ---------------------------------------------------------------
 
 def _failed(value) -> str | None:
@@ -143,7 +149,8 @@ def _grade_data(answer, inputs, context: Context):
 
 def _grade_config(answer, inputs, context: Context):
     context.config = None if vit_problem(answer["config"], count_ops) else answer["config"]
-    return score_config(answer["config"], answer["n_patches"], count_ops)
+    # an invalid configuration may still earn its patch count's half; later tasks use the fallback
+    return dict(score_config(answer["config"], answer["n_patches"], count_ops), unusable=context.config is None)
 
 
 def _grade_cost(answer, inputs, context: Context):

@@ -82,8 +82,7 @@ def score_config(config, n_patches, count_ops=None) -> dict:
     its patch count.
     """
     params, problem = _vit_params_and_problem(config, count_ops)
-    if problem and (not isinstance(config, dict) or not isinstance(config.get("patch_size"), int)
-                    or "failed" in problem):
+    if params is None:  # it does not build: nothing to count patches of
         return credit(0, [problem])
     n = patches(config["patch_size"])
     earned, feedback = 0, [problem] if problem else []

@@ -64,7 +64,8 @@ def check(path, expected: str) -> bytes:
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: not found. The course's weights live in its repository's weights/ folder: "
-            "use a clone of the course (git clone), or train them: python -m coursekit.weights --train 03")
+            "use a clone of the course (git clone), or train them: "
+            f"python -m coursekit.weights --train {path.name[:2]}")
     data = path.read_bytes()
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected:

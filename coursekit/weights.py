@@ -211,17 +211,21 @@ def train_03(runs, out=None, device="cpu", note: str = "") -> dict[str, str]:
         else:
             train, val, _ = get_loaders(dataset, batch_size=run.batch_size, augment=run.augment,
                                         seed=run.seed, subset=run.subset)
+            checkpoint = reproduce.checkpoint_path(Path(runs) / "03", run, source_of(train), device)
             start = time.perf_counter()
             h = fit(net, train, val, epochs=run.epochs, lr=run.lr, seed=run.seed, precision=run.precision,
-                    label_smoothing=run.label_smoothing, device=device, max_steps=run.max_steps)
+                    label_smoothing=run.label_smoothing, device=device, max_steps=run.max_steps,
+                    checkpoint=checkpoint, resume=True)
             if h.interrupted:
-                raise KeyboardInterrupt(f"{name} interrupted; nothing recorded for it")
-            record = dict(run=run.as_dict(), history=h.as_dict(), train_time_s=round(time.perf_counter() - start, 1),
+                raise KeyboardInterrupt(f"{name} interrupted; its finished epochs are kept in {checkpoint}")
+            train_time = sum(h.epoch_time[:h.resumed_epochs]) + time.perf_counter() - start
+            record = dict(run=run.as_dict(), history=h.as_dict(), train_time_s=round(train_time, 1),
                           data=f"{source_of(train)}: {len(train.dataset):,} training / "
                                f"{len(val.dataset):,} validation images",
                           date=datetime.date.today().isoformat(), **_made_on(device))
             save_atomically(net.state_dict(), record_path.with_suffix(".pt"))
             save_atomically(json.dumps(record, indent=1), record_path)
+            checkpoint.unlink(missing_ok=True)
         info = run_info(name, run, History(**record["history"]), record["train_time_s"], record["data"],
                         device, "python -m coursekit.weights --train 03", note)
         info.update({k: record[k] for k in ("date", "machine", "device", "threads", "torch")})  # as trained
@@ -239,12 +243,10 @@ def train_05(runs, out=None, device="cpu", note: str = "") -> dict[str, str]:
         net = build_run(run)
         net.load_state_dict(torch.load(pair.with_suffix(".pt"), map_location="cpu"))
         row = record["row"]
-        made = datetime.datetime.fromtimestamp(pair.stat().st_mtime, datetime.timezone.utc)
         command = f"python -m coursekit.reproduce --grid {grid} --datasets {dataset} --models {model}"
+        made = {k: record[k] for k in ("date", "machine", "threads", "torch") if k in record}  # as trained
         info = dict(run_info(name, run, History(**record["history"]), row["train_time_s"], row["data"],
-                             device, command, note),
-                    date=made.date().isoformat(), record=record, device=row["device"],  # as trained
-                    machine=record["machine"], threads=record["threads"])
+                             device, command, note), record=record, device=row["device"], **made)
         path, hashes[path.name] = pack(net, info, out)
     reproduce.write_results(folder)
     return hashes
@@ -271,9 +273,16 @@ def main(argv=None) -> int:
         return 1 if bad else 0
     device = config.setup(0, "cpu")
     hashes = {}
-    for notebook in args.train:
-        train = train_03 if notebook == "03" else train_05
-        hashes.update(train(args.runs, args.out, device, args.note))
+    try:
+        for notebook in args.train:
+            train = train_03 if notebook == "03" else train_05
+            hashes.update(train(args.runs, args.out, device, args.note))
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"Interrupted: what finished is kept in {args.runs}; run the same command to go on.")
+        return 130
     print("\nSHIPPED entries (paste into coursekit/weights.py):")
     for file, digest in {**SHIPPED, **hashes}.items():
         print(f'    "{file}": "{digest}",')

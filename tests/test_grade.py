@@ -15,13 +15,14 @@ import os
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import nbformat
 import pytest
 import torch
 
-from coursekit import collect, config, grade, homework as hw, sandbox, tasks as registry
+from coursekit import collect, config, grade, homework as hw, sandbox, tasks as registry, vitconfig
 from coursekit.feedback import credit
 from coursekit.config import data_root
 
@@ -182,6 +183,49 @@ def test_collector_hands_over_plain_answers_and_leaves_no_names_behind(tmp_path)
     assert answer["n_patches"] == "NameError: n_patches is not defined"
     assert set(kernel) - {"__builtins__"} == before
 
+def test_a_deep_vit_is_handed_over_whole(tmp_path):
+    inputs, out = tmp_path / "in.pt", tmp_path / "out.pt"
+    torch.save({}, inputs)
+    deep = torch.nn.Sequential(*[torch.nn.Linear(2, 2) for _ in range(100)])  # 200 entries, as a 16-layer ViT
+    kernel = {"vit": deep, "cnn": torch.nn.Linear(2, 2)}
+    exec(collect.collector_source(registry.TASKS["training"].collect, str(inputs), str(out)), kernel)
+    answer = torch.load(out, weights_only=True)
+    assert list(answer["vit"]) == list(deep.state_dict())
+
+
+def test_an_invalid_config_runs_the_fallback_even_when_its_patch_count_earns_half(monkeypatch):
+    over = dict(hw.FALLBACK_CONFIG, dim=512, mlp_dim=2048)  # over the parameter budget
+    answer = {"config": over, "n_patches": vitconfig.patches(over["patch_size"])}
+    monkeypatch.setattr(grade, "_collect_and_score", lambda task, runner, context:
+                        registry._grade_config(answer, {}, context))
+    ran, context = [], registry.Context()
+    runner = types.SimpleNamespace(run=lambda cell, limit=None: ran.append(cell.source), replay=[])
+    result = grade._grade_task("config", registry.TASKS, None, runner, context)
+    assert result["points"] == hw.POINTS["config"] / 2 and context.config is None
+    assert ran == [registry.TASKS["config"].fallback] and "later tasks ran with" in result["feedback"]
+
+
+def test_a_failure_on_the_graders_side_gives_no_score_rather_than_a_zero(tmp_path):
+    def broken(answer, inputs, context):
+        raise OSError("the test set is gone")
+
+    tasks = {"toy": registry.Task("A task", 1, score=broken, collect="_out = {}")}
+    with pytest.raises(grade.GradeError, match="task toy: the grader failed .*the test set is gone"):
+        grade.grade(write(toy_notebook("pass"), tmp_path), timeout=60, total=120, tasks=tasks, limits=None)
+    with pytest.raises(grade.GradeError, match="--timeout 0 --total 120: give"):
+        grade.grade(write(toy_notebook("pass"), tmp_path), timeout=0, total=120, tasks=tasks, limits=None)
+
+
+def test_odd_metadata_and_a_markdown_cell_last_in_a_task_do_not_stop_grading(tmp_path):
+    nb = toy_notebook("def times_seven(a):\n    return 7 * a")
+    nb.cells.insert(0, nbformat.v4.new_code_cell("y = 1", metadata={"coursekit": "oops"}))
+    nb.cells.insert(1, nbformat.v4.new_code_cell("z = 1", metadata={"coursekit": {"task": ["toy"]}}))
+    nb.cells.insert(3, nbformat.v4.new_markdown_cell("my notes", metadata={"coursekit": {"task": "toy"}}))
+    assert grade._task(nb.cells[0]) is None and grade._task(nb.cells[1]) is None
+    report = grade.grade(write(nb, tmp_path), timeout=60, total=120, tasks=toy_registry(), limits=None)
+    assert report["tasks"][0]["points"] == 3, grade.format_report(report)
+
+
 def toy_registry():
     """A registry with one extra task, as an instructor would add it: one entry, nothing else."""
     def score(answer, inputs, context):
@@ -266,3 +310,7 @@ def test_reports_graded_elsewhere_merge_into_one_csv(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "coursekit.grade", "--merge", str(tmp_path / "broken.json")],
                          capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "not a readable report" in bad.stderr
+    (tmp_path / "other.json").write_text('{"score": 3}')  # JSON, but no report
+    other = subprocess.run([sys.executable, "-m", "coursekit.grade", "--merge", str(tmp_path / "other.json")],
+                           capture_output=True, text=True, cwd=ROOT)
+    assert other.returncode == 2 and "not a report of python -m coursekit.grade" in other.stderr

@@ -87,6 +87,9 @@ def test_score_config():
     assert over["credit"] == 0.5 and "over the budget of 1,199,882" in over["feedback"]
     assert "got str" in vc.score_config("not a dict", 16)["feedback"]
     assert vc.score_config({"patch_size": "7"}, 16)["credit"] == 0
+    # a configuration that does not build earns nothing, whatever its wrong value says
+    for depth in ("x", "failed", 0):
+        assert vc.score_config(dict(GOOD_CONFIG, depth=depth), 16)["credit"] == 0
 
 
 def test_a_config_too_costly_to_run_is_refused_without_building_it():
@@ -241,7 +244,12 @@ def test_score_confusion_totals_checks_what_the_notebook_can():
     moved[1, 2] += 1  # rows still right, one right answer fewer
     assert "the diagonal counts 196 right answers; your ViT gets 197" in \
         sc.score_confusion_totals(moved, (0, 6), per_class, correct)["feedback"]
-    assert sc.score_confusion_totals(matrix.float(), (0, 6), per_class, correct)["credit"] == 0
+    # counts are counts in any dtype, for the check and the grader alike; fractions are not
+    assert sc.score_confusion_totals(matrix.float(), (0, 6), per_class, correct)["credit"] == 1
+    assert sc.score_confusion(matrix.float(), (0, 6), matrix)["credit"] == 1
+    halves = matrix.float() + 0.5
+    assert sc.score_confusion_totals(halves, (0, 6), per_class, correct)["credit"] == 0
+    assert sc.score_confusion(halves, (0, 6), matrix)["credit"] == 0.5  # the pair is right
 
 
 def test_score_confusion_needs_the_matrix_and_the_most_frequent_mistake():

@@ -6,7 +6,7 @@ from vit_pytorch.deepvit import DeepViT
 from coursekit.bench import count_parameters
 from torch import nn
 
-from coursekit.models import CNN, KINDS, Hybrid, build_model
+from coursekit.models import CNN, KINDS, Hybrid, build_model, check_vit_config
 from coursekit import runs
 
 GRIDS = ("reference", "cpu")  # the four models' grids (runs.GRIDS also holds notebook 03's two models)
@@ -88,6 +88,8 @@ def test_overrides_change_the_model():
 def test_impossible_settings_raise_with_a_fix():
     with pytest.raises(ValueError, match=r"patch_size=5 does not divide image_size=28; try one of \[2, 4, 7, 14\]"):
         build_model("vit", "mnist", patch_size=5)
+    with pytest.raises(ValueError, match=r"try heads in \[1, 2, 4, 5, 8, 10, 16\]"):  # no loop up to dim
+        check_vit_config(28, 7, 10**12, 3)
     with pytest.raises(ValueError, match=r"heads=3 must divide dim=128.*try heads in"):
         build_model("deepvit", "cifar10", heads=3)
     with pytest.raises(ValueError, match="16x16 feature map: patch_size=3 does not divide"):

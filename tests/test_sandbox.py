@@ -9,8 +9,10 @@ are graded beside it, two at a time; afterwards nothing outside mallory's sandbo
 
 import csv
 import hashlib
+import importlib.util
 import json
 import os
+import py_compile
 import socket
 import subprocess
 import sys
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 from coursekit import sandbox
 from coursekit.feedback import show
@@ -35,6 +38,13 @@ try:
     from coursekit.tasks import flop_ratio  # the grader's registry computes the answers
     loot.append("imported the registry")
 except ImportError as e:
+    loot.append(type(e).__name__)
+try:  # its bytecode, which the .py files' masks do not cover
+    import glob, importlib.machinery
+    pyc = glob.glob("{package}/__pycache__/tasks.*.pyc")[0]
+    importlib.machinery.SourcelessFileLoader("loot", pyc).load_module().flop_ratio
+    loot.append("loaded the registry's bytecode")
+except Exception as e:
     loot.append(type(e).__name__)
 for target in ("{package}/scorers.py", "{package}/maps.py", "{csv}", "{cache}/poison.pt"):
     try:
@@ -111,7 +121,7 @@ def listener():
 
 @needs_data
 @needs_sandbox
-def test_a_hostile_submission_changes_nothing_outside_its_sandbox(tmp_path, listener):
+def test_a_hostile_submission_changes_nothing_outside_its_sandbox(tmp_path, listener, request):
     port, connections = listener
     folder, out = tmp_path / "submissions", tmp_path / "grades"
     folder.mkdir()
@@ -120,6 +130,10 @@ def test_a_hostile_submission_changes_nothing_outside_its_sandbox(tmp_path, list
     write(first_tasks(), folder, "alice.ipynb")
     write(first_tasks(), folder, "bob.ipynb")
     package = Path(sandbox.__file__).parent
+    pyc = Path(importlib.util.cache_from_source(str(package / "tasks.py")))
+    made_pyc = not pyc.exists()  # the registry's bytecode, as a grader that may write bytecode has it
+    py_compile.compile(str(package / "tasks.py"), cfile=str(pyc), doraise=True)
+    request.addfinalizer(lambda: made_pyc and pyc.unlink(missing_ok=True))
     attack = ATTACK.format(package=package, csv=csv_path, cache=cache_dir(), solution=SOLUTION,
                            other=folder / "alice.ipynb", port=port)
     mallory = first_tasks(config=f"vit_config = dict(patch_size=7)\n{attack}\nn_patches = loot_text")
@@ -144,7 +158,7 @@ def test_a_hostile_submission_changes_nothing_outside_its_sandbox(tmp_path, list
     everything = csv_path.read_text() + json_path.read_text() + done.stdout
     assert SECRET not in everything and "pwned" not in everything
     config = next(t for t in json.loads(json_path.read_text()) if "mallory" in t["notebook"])["tasks"][2]
-    seen = show("ModuleNotFoundError | PermissionError | PermissionError")  # what it saw, cut short
+    seen = show("ModuleNotFoundError | IndexError | PermissionError")  # what it saw, cut short
     assert f"n_patches={seen}" in config["feedback"]
     assert "pids" not in config["feedback"] and "no secret" not in config["feedback"]
 
@@ -191,8 +205,21 @@ def test_the_grader_keeps_no_output_of_a_cell_but_its_error():
     client.output(outs, message("stream", name="stdout", text="x" * 2**20), None, 0)
     client.output(outs, message("display_data", data={"text/plain": "y"}, metadata={}), None, 0)
     assert outs == []  # a flood of printing or pictures stays in the kernel
-    client.output(outs, message("error", ename="ValueError", evalue="bad", traceback=[]), None, 0)
-    assert [o["output_type"] for o in outs] == ["error"] and kernel._error_of({"outputs": outs}) == "ValueError: bad"
+    client.output(outs, message("error", ename="ValueError", evalue="bad" * 10**6, traceback=["x" * 10**6]), None, 0)
+    client.output(outs, message("error", ename="Again", evalue="and again", traceback=[]), None, 0)
+    assert [o["output_type"] for o in outs] == ["error"]  # the first error only, cut short
+    assert len(outs[0]["evalue"]) == 1000 and outs[0]["traceback"] == []
+    assert kernel._error_of({"outputs": outs}).startswith("ValueError: badbad")
+
+
+def test_an_answer_whose_tensors_claim_more_than_a_file_may_hold_is_refused(tmp_path):
+    path = tmp_path / "answer.pt"
+    torch.save({"x": [torch.zeros(1).expand(300_000_000)]}, path)  # a view: a few bytes on disk
+    assert path.stat().st_size < 10_000
+    with pytest.raises(ValueError, match="claim more than 256 MB"):
+        kernel.read_answer(path)
+    torch.save({"x": [torch.zeros(3)]}, path)
+    assert torch.equal(kernel.read_answer(path)["x"][0], torch.zeros(3))
 
 
 @needs_sandbox
