@@ -236,6 +236,8 @@ def main(argv=None) -> int:
                              f"container that has bubblewrap, or pass --no-sandbox ({NO_SANDBOX_WARNING})")
         limits = batch.limits_from(args)
         _check_times(args.timeout, args.total)
+        if not target.is_dir():
+            read_notebook(target)  # fail early with a clear message
         try:
             check_data()  # before any kernel starts: a missing test set is the grader's problem, not a 0
         except FileNotFoundError as error:
@@ -243,7 +245,6 @@ def main(argv=None) -> int:
         if target.is_dir():
             batch.grade_folder(target, args)
             return 0
-        read_notebook(target)  # fail early with a clear message
         torch.set_num_threads(limits.threads if limits else torch.get_num_threads())
         report = grade(target, args.timeout, args.total, limits=limits)
     except GradeError as error:

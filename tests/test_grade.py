@@ -216,6 +216,15 @@ def test_a_failure_on_the_graders_side_gives_no_score_rather_than_a_zero(tmp_pat
         grade.grade(write(toy_notebook("pass"), tmp_path), timeout=0, total=120, tasks=tasks, limits=None)
 
 
+def test_missing_data_stops_the_grader_before_any_kernel_starts(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COURSEKIT_DATA", str(tmp_path / "empty"))
+    monkeypatch.setattr(grade, "Runner", lambda *a, **k: pytest.fail("a kernel was started"))
+    assert grade.main([str(write(toy_notebook("pass"), tmp_path)), "--no-sandbox"]) == 2
+    error = capsys.readouterr().err
+    assert "coursekit.grade: error: the grader's data:" in error and "Traceback" not in error
+    assert str(tmp_path / "empty") in error and "COURSEKIT_DATA" in error  # where it looked, and the fix
+
+
 def test_odd_metadata_and_a_markdown_cell_last_in_a_task_do_not_stop_grading(tmp_path):
     nb = toy_notebook("def times_seven(a):\n    return 7 * a")
     nb.cells.insert(0, nbformat.v4.new_code_cell("y = 1", metadata={"coursekit": "oops"}))
