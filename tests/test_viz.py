@@ -3,7 +3,6 @@ rollout options and gradient rollout against hand computations, one colour scale
 ipywidgets 7.7.1 (COURSEKIT_IPYWIDGETS7, installed by .ci/run) and 8."""
 
 import os
-import time
 
 import pytest
 import torch
@@ -265,19 +264,20 @@ def test_patch_numbering_is_the_same_in_every_picture(g, size):
         viz.patch_square(0, g, size)
 
 
-def test_explorer_redraws_fast_without_a_browser(images):
+def test_explorer_redraws_from_maps_computed_once_without_a_browser(images, monkeypatch):
     explorer = AttentionExplorer(small("vit"), images, labels=torch.tensor([7, 2, 1]))
     assert explorer.head.description == "head" and explorer.head.max == 4 and explorer.layer.max == 2
     assert explorer.query.max == 49
-    times, pictures = [], [explorer.picture.value]
-    for control, value in [(explorer.head, 2), (explorer.head, 3), (explorer.layer, 2),
-                           (explorer.query, 9), (explorer.image, 1), (explorer.image, 2)]:
-        start = time.perf_counter()
-        control.value = value  # observers run synchronously, as when a slider moves
-        times.append(time.perf_counter() - start)
-        pictures.append(explorer.picture.value)
+    import coursekit.explorer as module
+    pictures = [explorer.picture.value]
+    with monkeypatch.context() as patch:  # a move only redraws: no attention is computed again
+        for name in ("attention_maps", "attention_rollout"):
+            patch.setattr(module, name, lambda *a, _n=name, **k: pytest.fail(f"{_n} called on a move"))
+        for control, value in [(explorer.head, 2), (explorer.head, 3), (explorer.layer, 2),
+                               (explorer.query, 9), (explorer.image, 1), (explorer.image, 2)]:
+            control.value = value  # observers run synchronously, as when a slider moves
+            pictures.append(explorer.picture.value)
     assert all(a != b for a, b in zip(pictures, pictures[1:])), "every move must change the picture"
-    assert sorted(times)[len(times) // 2] < 0.2, f"redraw times {times} (median must be < 0.2 s)"
     assert "image 2: label 1, predicted" in explorer.caption.value
     assert "patch 9 to itself" in explorer.current()[1]
     explorer.mean.value = True
