@@ -154,12 +154,12 @@ def _grade_task(name: str, tasks: dict, failure: str | None, runner: Runner, con
     else:
         try:
             outcome = _collect_and_score(task, runner, context)
-        except (AttributeError, TypeError, ValueError, IndexError, KeyError, OverflowError, RuntimeError) as error:
-            outcome = credit(0, [f"your answer has an unexpected form ({type(error).__name__}: "
-                                 f"{show(str(error), 120)})"])
-        except Exception as error:  # the grader's side (missing data, a bug): no grade rather than a wrong one
+        except (OSError, ImportError) as error:  # the grader's side (its files, its packages): no grade
             raise GradeError(f"task {name}: the grader failed ({type(error).__name__}: {show(str(error), 300)}); "
                              "fix that and grade this submission again") from error
+        except Exception as error:  # anything else comes from what the answer holds
+            outcome = credit(0, [f"your answer has an unexpected form ({type(error).__name__}: "
+                                 f"{show(str(error), 120)})"])
     if task.fallback and outcome.pop("unusable", outcome["credit"] == 0):  # later tasks get what they need
         cell = nbformat.v4.new_code_cell(task.fallback)
         if not runner.run(cell, 30):

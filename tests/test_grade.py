@@ -212,6 +212,13 @@ def test_a_failure_on_the_graders_side_gives_no_score_rather_than_a_zero(tmp_pat
     tasks = {"toy": registry.Task("A task", 1, score=broken, collect="_out = {}")}
     with pytest.raises(grade.GradeError, match="task toy: the grader failed .*the test set is gone"):
         grade.grade(write(toy_notebook("pass"), tmp_path), timeout=60, total=120, tasks=tasks, limits=None)
+    def divides(answer, inputs, context):
+        return credit(1 / answer["zero"], ["ok"])  # what an answer of 0 does to a careless scorer
+
+    tasks_of_answers = {"toy": registry.Task("A task", 1, score=divides, collect='_out = {"zero": 0}')}
+    report = grade.grade(write(toy_notebook("pass"), tmp_path), timeout=60, total=120, tasks=tasks_of_answers,
+                         limits=None)  # an error the answer causes scores zero: it cannot dodge the grade
+    assert report["tasks"][0]["points"] == 0 and "ZeroDivisionError" in report["tasks"][0]["feedback"]
     with pytest.raises(grade.GradeError, match="--timeout 0 --total 120: give"):
         grade.grade(write(toy_notebook("pass"), tmp_path), timeout=0, total=120, tasks=tasks, limits=None)
 
