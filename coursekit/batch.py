@@ -5,8 +5,8 @@
 kernel runs in yet another: a submission can stop only its own worker, and its row records that.
 With ``--workers N``, N submissions are graded at once, each kernel with ``--threads`` threads
 (default 1, whatever N is: training's numbers depend on the thread count) and its own memory limit
-and user id; scores do not depend on time or load, so the reports equal those of grading one at a
-time.
+and user id; no score is computed from a time, so the reports equal those of grading one at a time,
+as long as the machine is not loaded so far beyond its cores that cells run over ``--timeout``.
 
 The CSV (and the JSON list, if asked for) lies where no kernel can reach, and is rewritten
 atomically after every submission in the order of the file names, so a batch stopped halfway

@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import secrets
 import sys
@@ -99,13 +100,13 @@ def grade(path, timeout: float = 1800, total: float = 3600, tasks: dict | None =
     cells = {t: [c for c in nb.cells if _task(c) == t] for t in tasks}
     results = {}
     _check_times(timeout, total)
-    with tempfile.TemporaryDirectory(prefix="coursekit-grade-") as workdir:
+    with tempfile.TemporaryDirectory(prefix="coursekit-grade-", ignore_cleanup_errors=True) as workdir:
         try:
             runner = Runner(nb, timeout, total, workdir, child_environment() if env is None else env, limits)
         except RuntimeError as error:  # e.g. "Kernel died before replying to kernel_info"
-            memory = f" with --memory-gb {limits.memory_gb:g}" if limits else ""
-            raise GradeError(f"the kernel did not start{memory} (importing torch alone reserves about 4 GB "
-                             f"of address space): {error}") from None
+            memory = (f" with --memory-gb {limits.memory_gb:g} (importing torch alone reserves about 4 GB "
+                      "of address space)") if limits else ""
+            raise GradeError(f"the kernel did not start{memory}: {error}") from None
         code = {t: [c for c in cs if c.cell_type == "code"] for t, cs in cells.items()}
         last = {id(cs[-1]): t for t, cs in code.items() if cs and not tasks[t].manual}
         failed: dict[str, str] = {}
@@ -143,8 +144,9 @@ def grade(path, timeout: float = 1800, total: float = 3600, tasks: dict | None =
 
 
 def _check_times(timeout: float, total: float) -> None:
-    if not (timeout > 0 and total > 0):
-        raise GradeError(f"--timeout {timeout:g} --total {total:g}: give each cell and the notebook some seconds")
+    if not all(math.isfinite(t) and t > 1 for t in (timeout, total)):
+        raise GradeError(f"--timeout {timeout:g} --total {total:g}: give each cell and the notebook a "
+                         "number of seconds, more than 1")
 
 
 def _grade_task(name: str, tasks: dict, failure: str | None, runner: Runner, context: Context) -> dict:
@@ -172,9 +174,13 @@ def _collect_and_score(task: Task, runner: Runner, context: Context) -> dict:
     token = secrets.token_hex(8)
     inputs = task.inputs() if task.inputs else {}
     inputs_path, out_path = runner.exchange / f"in-{token}.pt", runner.exchange / f"out-{token}.pt"
-    with os.fdopen(os.open(inputs_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "wb") as f:
-        torch.save(inputs, f)
-    runner.answer_file(out_path)
+    try:  # the exchange folder is the kernel's too: a kernel may have broken it
+        with os.fdopen(os.open(inputs_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "wb") as f:
+            torch.save(inputs, f)
+        runner.answer_file(out_path)
+    except OSError as error:
+        return credit(0, [f"the notebook made the folder its answers are handed over in unusable "
+                          f"({type(error).__name__})"])
     cell = nbformat.v4.new_code_cell(collector_source(task.collect, str(inputs_path), str(out_path)))
     why = runner.run(cell, min(runner.timeout, 300))
     try:

@@ -244,7 +244,10 @@ def train_05(runs, out=None, device="cpu", note: str = "") -> dict[str, str]:
         net.load_state_dict(torch.load(pair.with_suffix(".pt"), map_location="cpu"))
         row = record["row"]
         command = f"python -m coursekit.reproduce --grid {grid} --datasets {dataset} --models {model}"
-        made = {k: record[k] for k in ("date", "machine", "threads", "torch") if k in record}  # as trained
+        mtime = datetime.datetime.fromtimestamp(pair.stat().st_mtime, datetime.timezone.utc)
+        made = dict(date=record.get("date", mtime.date().isoformat()),  # as trained; older records lack these
+                    machine=record.get("machine", "a machine not recorded"), threads=record.get("threads"),
+                    torch=record.get("torch", "not recorded"))
         info = dict(run_info(name, run, History(**record["history"]), row["train_time_s"], row["data"],
                              device, command, note), record=record, device=row["device"], **made)
         path, hashes[path.name] = pack(net, info, out)

@@ -219,8 +219,17 @@ def test_a_failure_on_the_graders_side_gives_no_score_rather_than_a_zero(tmp_pat
     report = grade.grade(write(toy_notebook("pass"), tmp_path), timeout=60, total=120, tasks=tasks_of_answers,
                          limits=None)  # an error the answer causes scores zero: it cannot dodge the grade
     assert report["tasks"][0]["points"] == 0 and "ZeroDivisionError" in report["tasks"][0]["feedback"]
-    with pytest.raises(grade.GradeError, match="--timeout 0 --total 120: give"):
-        grade.grade(write(toy_notebook("pass"), tmp_path), timeout=0, total=120, tasks=tasks, limits=None)
+    for timeout in (0, 1, float("inf")):
+        with pytest.raises(grade.GradeError, match=f"--timeout {timeout:g} --total 120: give"):
+            grade.grade(write(toy_notebook("pass"), tmp_path), timeout=timeout, total=120, tasks=tasks, limits=None)
+
+
+def test_a_kernel_that_breaks_its_exchange_folder_scores_zero_and_cannot_dodge_its_grade(tmp_path):
+    moved = tmp_path / "moved"  # the kernel's folder goes here; a file takes its place
+    breaker = f"import os, shutil\nhere = os.getcwd()\nshutil.move(here, {str(moved)!r})\nopen(here, 'w').close()"
+    report = grade.grade(write(toy_notebook(breaker), tmp_path), timeout=60, total=120, tasks=toy_registry(),
+                         limits=None)
+    assert report["tasks"][0]["points"] == 0 and "unusable" in report["tasks"][0]["feedback"]
 
 
 def test_missing_data_stops_the_grader_before_any_kernel_starts(tmp_path, monkeypatch, capsys):

@@ -42,7 +42,7 @@ except ImportError as e:
 try:  # its bytecode, which the .py files' masks do not cover
     import glob, importlib.machinery
     pyc = glob.glob("{package}/__pycache__/tasks.*.pyc")[0]
-    importlib.machinery.SourcelessFileLoader("loot", pyc).load_module().flop_ratio
+    importlib.machinery.SourcelessFileLoader("coursekit.tasks", pyc).load_module().flop_ratio
     loot.append("loaded the registry's bytecode")
 except Exception as e:
     loot.append(type(e).__name__)
