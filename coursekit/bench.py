@@ -70,6 +70,11 @@ def environment() -> str:
             f"Python {platform.python_version()}")
 
 
+def provenance() -> dict:
+    """Where a result is being made, to record with it: ``{"machine", "threads", "torch"}``."""
+    return {"machine": environment(), "threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
 def markdown_table(rows: list[dict], columns: list[str] | None = None, digits: int = 2) -> str:
     """Render rows (dicts) as a markdown table; numbers are right-aligned, floats get ``digits`` decimals."""
     if not rows:

@@ -100,8 +100,7 @@ def run_pair(run: Run, out, *, device="auto", download: bool = True, progress: b
     history = fit(net, train_loader, val_loader, epochs=run.epochs, lr=run.lr, device=device, seed=run.seed,
                   label_smoothing=run.label_smoothing, max_steps=run.max_steps, progress=progress,
                   precision=run.precision, checkpoint=checkpoint, resume=True)
-    earlier = sum(history.epoch_time[:history.resumed_epochs])  # an interrupted run's epochs, resumed here
-    train_time = earlier + time.perf_counter() - start
+    train_time = history.resumed_seconds + time.perf_counter() - start
     if history.interrupted:
         kept = f"its finished epochs are kept in {checkpoint}" if checkpoint.exists() else "no epoch had finished"
         raise KeyboardInterrupt(f"{dataset}/{model} interrupted; {kept}")
@@ -122,9 +121,8 @@ def run_pair(run: Run, out, *, device="auto", download: bool = True, progress: b
                parameters=bench.count_parameters(net), epochs=len(history.train_loss),
                best_epoch=history.best_epoch + 1, train_time_s=round(train_time, 1),
                precision=history.precision, device=device_label(device))
-    record = dict(row=row, history=history.as_dict(), settings=run.as_dict(), stand_in=stand_in,  # and where:
-                  machine=bench.environment(), threads=torch.get_num_threads(), torch=torch.__version__,
-                  date=datetime.date.today().isoformat())
+    record = dict(row=row, history=history.as_dict(), settings=run.as_dict(), stand_in=stand_in,
+                  date=datetime.date.today().isoformat(), **bench.provenance())
     save_atomically(net.state_dict(), path.with_suffix(".pt"))  # for attention maps later
     save_atomically(json.dumps(record, indent=1), path)  # the "finished" mark, last
     for stale in path.parent.glob(f"{dataset}__{model}-*.ckpt"):  # this run's, and any of older settings

@@ -33,6 +33,11 @@ class History:
     resumed_epochs: int = 0  # epochs taken from a checkpoint rather than trained by this call
     precision: str = "fp32"  # "fp32", or "bf16" when the steps ran under bf16 autocast
 
+    @property
+    def resumed_seconds(self) -> float:
+        """Seconds of the epochs taken from a checkpoint: what a resumed run adds to its own time."""
+        return sum(self.epoch_time[:self.resumed_epochs])
+
     def as_dict(self) -> dict:
         return asdict(self)
 

@@ -194,9 +194,7 @@ def pack(model: torch.nn.Module, info: dict, out=None) -> tuple[Path, str]:
 
 
 def _made_on(device) -> dict:
-    threads = torch.get_num_threads()
-    return {"machine": bench.environment(), "device": f"{torch.device(device).type} ({threads} threads)",
-            "threads": threads, "torch": torch.__version__}
+    return dict(bench.provenance(), device=f"{torch.device(device).type} ({torch.get_num_threads()} threads)")
 
 
 def train_03(runs, out=None, device="cpu", note: str = "") -> dict[str, str]:
@@ -218,7 +216,7 @@ def train_03(runs, out=None, device="cpu", note: str = "") -> dict[str, str]:
                     checkpoint=checkpoint, resume=True)
             if h.interrupted:
                 raise KeyboardInterrupt(f"{name} interrupted; its finished epochs are kept in {checkpoint}")
-            train_time = sum(h.epoch_time[:h.resumed_epochs]) + time.perf_counter() - start
+            train_time = h.resumed_seconds + time.perf_counter() - start
             record = dict(run=run.as_dict(), history=h.as_dict(), train_time_s=round(train_time, 1),
                           data=f"{source_of(train)}: {len(train.dataset):,} training / "
                                f"{len(val.dataset):,} validation images",
