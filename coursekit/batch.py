@@ -30,7 +30,8 @@ from pathlib import Path
 
 from . import sandbox
 from .config import child_environment
-from .reports import GradeError, csv_row, finished, format_report, write_reports
+from .files import remove_tree
+from .reports import GradeError, csv_row, finished, format_report, printable, write_reports
 
 def limits_from(args) -> sandbox.Limits | None:
     """The sandbox limits the command line asks for, or None with ``--no-sandbox``."""
@@ -52,22 +53,33 @@ def _worker_command(path: Path, out: Path, args) -> list[str]:
 
 
 def _grade_in_worker(path: Path, args) -> dict:
-    """Grade one submission in a worker process of its own session: its kernel cannot reach us."""
+    """Grade one submission in a worker process of its own session: its kernel cannot reach us.
+    Whatever happens, the answer is a report or an error row, never an exception."""
     # the worker's own temporary folders go inside ours: removed here even if the worker was killed
-    with tempfile.TemporaryDirectory(prefix="coursekit-worker-", ignore_cleanup_errors=True) as tmp:
-        out = Path(tmp, "report.json")
-        worker = subprocess.Popen(_worker_command(path, out, args), stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, env=dict(child_environment(), TMPDIR=tmp),
-                                  start_new_session=True)
-        try:
-            stdout, stderr = worker.communicate(timeout=args.total + 300)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.communicate()
-            return {"notebook": str(path), "error": f"the grading worker ran over {args.total + 300:g} s "
-                                                    "and was stopped"}
-        if out.exists():
-            return json.loads(out.read_text())
+    tmp = Path(tempfile.mkdtemp(prefix="coursekit-worker-"))
+    try:
+        return _run_worker(path, args, tmp)
+    except Exception as error:
+        return {"notebook": str(path), "error": f"the grader failed on this submission ({type(error).__name__}: "
+                                                f"{str(error)[:200]}); grade it alone to see"}
+    finally:
+        remove_tree(tmp)
+
+
+def _run_worker(path: Path, args, tmp: Path) -> dict:
+    out = tmp / "report.json"
+    worker = subprocess.Popen(_worker_command(path, out, args), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, errors="replace",
+                              env=dict(child_environment(), TMPDIR=str(tmp)), start_new_session=True)
+    try:
+        stdout, stderr = worker.communicate(timeout=args.total + 300)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.communicate()
+        return {"notebook": str(path), "error": f"the grading worker ran over {args.total + 300:g} s "
+                                                "and was stopped"}
+    if out.exists():
+        return json.loads(out.read_text())
     if worker.returncode < 0:
         why = f"killed by {signal.Signals(-worker.returncode).name}"
     else:
@@ -84,6 +96,10 @@ def grade_folder(folder: Path, args) -> list[dict]:
         raise GradeError(f"{folder}: no .ipynb files in this folder")
     if args.workers < 1:
         raise GradeError(f"--workers {args.workers}: grade at least one submission at a time")
+    if args.workers > 1 and not args.no_sandbox and os.geteuid() != 0:
+        raise GradeError(f"--workers {args.workers}: as a user other than root every kernel runs as you, so "
+                         "they share one process limit and one kernel could starve the others; grade with "
+                         "--workers 1, or as root (each kernel then has a user id and cgroups of its own)")
     if args.workers * args.threads > (os.cpu_count() or 1):
         print(f"note: {args.workers} workers x {args.threads} threads is more than this machine's "
               f"{os.cpu_count()} cores: grading will be slower, and a cell that runs over --timeout "
@@ -94,13 +110,13 @@ def grade_folder(folder: Path, args) -> list[dict]:
     todo = []
     for path in paths:
         if str(path) in rows:
-            print(f"{path}: already graded in {csv_path}, skipped (--regrade grades it again)\n")
+            print(f"{printable(path)}: already graded in {csv_path}, skipped (--regrade grades it again)\n")
         else:
             todo.append(path)
     with ThreadPoolExecutor(max_workers=args.workers) as pool:
         for done in as_completed([pool.submit(_grade_in_worker, path, args) for path in todo]):
-            report = done.result()
-            print(format_report(report) if "error" not in report else f"{report['notebook']}: {report['error']}",
+            report = done.result()  # never raises: a failure is that submission's error row
+            print(format_report(report) if "error" not in report else printable(f"{report['notebook']}: {report['error']}"),
                   end="\n\n", flush=True)
             rows[report["notebook"]], reports[report["notebook"]] = csv_row(report), report
             write_reports(rows, reports, csv_path, json_path)

@@ -53,20 +53,32 @@ from . import reports, sandbox
 from .collect import collector_source
 from .config import child_environment, is_fast
 from .feedback import credit, show
-from .files import save_atomically
+from .files import remove_tree, save_atomically
 from .kernel import Runner, read_answer
-from .reports import GradeError, format_report
-from .tasks import TASKS, Context, Task, check_data
+from .reports import GradeError, format_report, printable
+from .tasks import TASKS, Context, Task, check_data, make_kernel_data
+
+
+class InvalidNotebook(Exception):
+    """The submission is not a valid notebook: it scores zero, and the message says why."""
 
 
 def read_notebook(path) -> nbformat.NotebookNode:
+    """The notebook at ``path``, checked against the notebook format before any kernel starts.
+
+    ``GradeError`` if there is no such file (the grader's problem); ``InvalidNotebook`` if it is not
+    a valid notebook (the submission's: a cell whose source is not text, a cell with no type, ...).
+    """
     path = Path(path)
     if not path.is_file():
         raise GradeError(f"{path}: no such file")
     try:
-        return nbformat.reads(path.read_bytes().decode("utf-8"), as_version=4)
+        nb = nbformat.reads(path.read_bytes().decode("utf-8"), as_version=4)
+        nbformat.validate(nb)
     except Exception as error:
-        raise GradeError(f"{path}: not a readable notebook ({type(error).__name__}: {error})") from None
+        raise InvalidNotebook(f"not a valid notebook ({type(error).__name__}: "
+                              f"{show(str(error).splitlines()[0] if str(error) else '', 160)})") from None
+    return nb
 
 
 def _meta(cell) -> dict:
@@ -96,13 +108,17 @@ def grade(path, timeout: float = 1800, total: float = 3600, tasks: dict | None =
     own ``os.environ`` is not changed.
     """
     tasks = TASKS if tasks is None else tasks
-    nb = read_notebook(path)
+    _check_times(timeout, total)
+    try:
+        nb = read_notebook(path)
+    except InvalidNotebook as error:
+        return _report(path, tasks, {}, {}, limits, f"the notebook was not run: {error}")
     cells = {t: [c for c in nb.cells if _task(c) == t] for t in tasks}
     results = {}
-    _check_times(timeout, total)
     with tempfile.TemporaryDirectory(prefix="coursekit-grade-", ignore_cleanup_errors=True) as workdir:
+        data = make_kernel_data(Path(workdir, "data"))  # no test image in it
         try:
-            runner = Runner(nb, timeout, total, workdir, child_environment() if env is None else env, limits)
+            runner = Runner(nb, timeout, total, workdir, child_environment() if env is None else env, limits, data)
         except RuntimeError as error:  # e.g. "Kernel died before replying to kernel_info"
             memory = (f" with --memory-gb {limits.memory_gb:g} (importing torch alone reserves about 4 GB "
                       "of address space)") if limits else ""
@@ -110,7 +126,7 @@ def grade(path, timeout: float = 1800, total: float = 3600, tasks: dict | None =
         code = {t: [c for c in cs if c.cell_type == "code"] for t, cs in cells.items()}
         last = {id(cs[-1]): t for t, cs in code.items() if cs and not tasks[t].manual}
         failed: dict[str, str] = {}
-        context = Context()
+        context = Context(kernel_data=data)
         try:
             for cell in list(nb.cells):
                 task = _task(cell)
@@ -125,16 +141,21 @@ def grade(path, timeout: float = 1800, total: float = 3600, tasks: dict | None =
                     results[task] = _grade_task(task, tasks, failed.get(task), runner, context)
         finally:
             runner.close()
+            remove_tree(Path(workdir))  # whatever a kernel left in its folders
+    return _report(path, tasks, cells, results, limits, "task cell not found (deleted, or its metadata removed?)")
+
+
+def _report(path, tasks: dict, cells: dict, results: dict, limits, missing: str) -> dict:
+    """The report of one submission: ``results`` per task, ``missing`` as the reason for the others."""
     report_tasks = []
     for name, task in tasks.items():
         if task.manual:
             entry = {"task": name, "points": None, "max": task.points, "status": "pending",
-                     "feedback": _manual(cells[name]) if cells[name] else "answer cell not found"}
+                     "feedback": _manual(cells[name]) if cells.get(name) else "answer cell not found"}
         elif name in results:
             entry = dict(results[name], status="graded")
         else:
-            entry = {"task": name, "points": 0, "max": task.points, "status": "missing",
-                     "feedback": "task cell not found (deleted, or its metadata removed?)"}
+            entry = {"task": name, "points": 0, "max": task.points, "status": "missing", "feedback": missing}
         report_tasks.append({"title": task.title, **entry})
     auto = [t for t in report_tasks if t["status"] != "pending"]
     return {"notebook": str(path), "score": hw.tidy(sum(t["points"] for t in auto)),
@@ -242,8 +263,8 @@ def main(argv=None) -> int:
                              f"container that has bubblewrap, or pass --no-sandbox ({NO_SANDBOX_WARNING})")
         limits = batch.limits_from(args)
         _check_times(args.timeout, args.total)
-        if not target.is_dir():
-            read_notebook(target)  # fail early with a clear message
+        if not target.exists():
+            raise GradeError(f"{target}: no such file or folder")
         try:
             check_data()  # before any kernel starts: a missing test set is the grader's problem, not a 0
         except FileNotFoundError as error:
@@ -254,7 +275,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(limits.threads if limits else torch.get_num_threads())
         report = grade(target, args.timeout, args.total, limits=limits)
     except GradeError as error:
-        print(f"coursekit.grade: error: {error}", file=sys.stderr)
+        print(f"coursekit.grade: error: {printable(error)}", file=sys.stderr)
         return 2
     print(format_report(report))
     if args.json:

@@ -45,7 +45,8 @@ COPIED = ["README.md", "requirements.txt", "pyproject.toml", "conftest.py", ".gi
           "coursekit/*.py", "notebooks/*.ipynb", "imgs/*", "benchmarks/*.py", "benchmarks/results/*",
           "weights/03_*.safetensors", "weights/05_*.safetensors"]  # notebooks 03 and 05 only: never the homework's
 LEFT_OUT = [*(f"coursekit/{module}" for module in GRADER_ONLY), "benchmarks/grade_workers.py",
-            "notebooks/solutions/*", "benchmarks/homework_recipes*", "benchmarks/results/homework_recipes_*"]
+            "notebooks/solutions/*", "benchmarks/homework_recipes*", "benchmarks/results/homework_recipes_*",
+            "benchmarks/test_set_attack.py", "benchmarks/results/test_set_attack*"]
 MARKDOWN_ANSWER = re.compile(r"<!-- BEGIN SOLUTION -->.*?<!-- END SOLUTION -->", re.S)
 INSTRUCTOR_ONLY = re.compile(r"\n?<!-- INSTRUCTOR ONLY -->.*?<!-- END INSTRUCTOR ONLY -->\n?", re.S)
 

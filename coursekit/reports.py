@@ -24,12 +24,27 @@ class GradeError(Exception):
 COLUMNS = ["notebook", "score", "max_score", "pending", *TASKS, "error"]
 
 
+def printable(text) -> str:
+    """``text`` as the grader shows or files it, the one escape for anything a submission may have
+    written (file names, errors, feedback): characters a terminal would act on (escape sequences,
+    carriage returns, direction overrides) written out as ``\\x1b``, ``\\r``, ``\\u202e``."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(text))
+
+
+def _cell(value):
+    """A CSV cell: text escaped, and never read as a formula by a spreadsheet (``=``, ``+``, ``-``, ``@``)."""
+    if not isinstance(value, str):
+        return value
+    value = printable(value)
+    return "'" + value if value[:1] in ("=", "+", "-", "@") else value
+
+
 def csv_row(report: dict) -> dict:
     points = {t["task"]: t["points"] for t in report.get("tasks", [])}
     row = {"notebook": report["notebook"], "score": report.get("score", ""),
            "max_score": report.get("max_score", ""), "pending": report.get("pending", "")}
     row.update({t: "pending" if points.get(t, 0) is None else points.get(t, "") for t in TASKS})
-    return dict(row, error=report.get("error", ""))
+    return {k: _cell(v) for k, v in dict(row, error=report.get("error", "")).items()}
 
 
 def format_report(report: dict) -> str:
@@ -40,7 +55,7 @@ def format_report(report: dict) -> str:
     for t in report["tasks"]:
         pts = "pending" if t["points"] is None else f"{t['points']:g}"
         rows.append(f"{t['task']:<11} {pts:>6} {t['max']:>4}  {t['feedback']}")
-    rows = ["".join(ch if ch.isprintable() else "?" for ch in row) for row in rows]  # no terminal escapes
+    rows = [printable(row) for row in rows]
     rows.append(f"score: {report['score']:g}/{report['max_score']} "
                 f"(+ {report['pending']} points pending manual grading)")
     return "\n".join(rows)

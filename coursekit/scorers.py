@@ -27,6 +27,7 @@ CLASSES = dataset_info(DATASET).classes
 ACC_TOLERANCE = 0.005  # a reported accuracy may differ this much from the grader's measurement
 FLOP_TOLERANCE = 0.01  # a reported operation count may differ this much (relative) from the grader's
 COST_TOLERANCES = (1.05, 1.25)  # a cost ratio within these factors of the grader's count: all, half
+GENERALIZATION_SES = 2  # test accuracy counts up to this many standard errors above the held-out one
 
 
 def _is_number(x) -> bool:
@@ -128,14 +129,35 @@ def score_patchify(cases, outputs) -> dict:
     return credit((shapes_ok + values_ok) / 2, feedback)
 
 
+def credited_accuracy(test_acc: float, test_n: int, held_acc: float, held_n: int) -> float:
+    """The test accuracy that earns points: ``test_acc``, but at most :data:`GENERALIZATION_SES`
+    standard errors of the difference above ``held_acc``, the accuracy on ``held_n`` images of the
+    same kind that the model was not meant to train on. A model trained on the test images (pasted
+    from elsewhere) scores far higher on them than on images it never saw; honest models score
+    below their held-out accuracy (benchmarks/results/homework_recipes_h100.jsonl: the best
+    validation accuracy stood 0.1 to 2 points above the test accuracy in every run)."""
+    p = (test_acc + held_acc) / 2
+    margin = GENERALIZATION_SES * math.sqrt(max(p * (1 - p), 1e-4) * (1 / max(test_n, 1) + 1 / max(held_n, 1)))
+    return min(test_acc, held_acc + margin)
+
+
 def score_training(measured: dict, errors: list[str], targets: dict, floors: dict) -> dict:
-    """measured: ``{name: {"acc"}}``. Each model earns its share on a line from ``floors`` (0) to ``targets`` (all)."""
+    """measured: ``{name: {"acc"}}``, or for the grader ``{name: {"acc", "n", "test_acc", "test_n"}}``
+    with ``acc`` on ``n`` held-out images and ``test_acc`` on ``test_n`` test images that no kernel
+    could read (then :func:`credited_accuracy` is what counts). Each model earns its share on a line
+    from ``floors`` (0) to ``targets`` (all)."""
     parts, feedback = [], list(errors)
     for name, target in targets.items():
         if name not in measured:
             parts.append(0.0)
             continue
-        acc, floor = measured[name]["acc"], floors[name]
+        m, floor = measured[name], floors[name]
+        acc = m.get("test_acc", m["acc"])
+        if "test_acc" in m and (capped := credited_accuracy(acc, m["test_n"], m["acc"], m["n"])) < acc:
+            feedback.append(f"{name} scores {acc:.4f} on the test images but {m['acc']:.4f} on held-out "
+                            f"training images like them: counted as {capped:.4f} (at most "
+                            f"{GENERALIZATION_SES:g} standard errors above; was it trained on the test images?)")
+            acc = capped
         part = min(1.0, max(0.0, (acc - floor) / (target - floor)))
         parts.append(part)
         if acc >= target:

@@ -15,7 +15,9 @@ and the function that scores that answer with :mod:`coursekit.scorers` (the conf
 from __future__ import annotations
 
 import secrets
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -23,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from . import homework as hw
 from .bench import count_parameters
-from .config import fast_or
+from .config import data_root, fast_or
 from .data import get_dataset, split_indices
 from .feedback import credit
 from .models import build_model
@@ -58,25 +60,59 @@ class Task:
 
 @dataclass
 class Context:
-    """What the tasks of one submission share, filled in notebook order by the tasks named."""
+    """What the tasks of one submission share, filled in notebook order by the tasks named.
 
+    kernel_data: the data folder the kernel sees (:func:`make_kernel_data`), whose test split is the
+    homework's held-out training images; the real test images are read only here, for the
+    training task's accuracy.
+    """
+
+    kernel_data: Path | None = None
     config: dict | None = None  # "config": the learner's ViT settings, if valid
     models: dict = field(default_factory=dict)  # "training": {"ViT": model, "CNN": model} rebuilt here
-    measured: dict = field(default_factory=dict)  # "training": {name: {"acc", "params", "mflops"}}
-    test: TensorLoader | None = None  # the test split, decoded here from the raw files
+    measured: dict = field(default_factory=dict)  # "training": {name: {"acc", "params", "mflops", ...}}
+    test: TensorLoader | None = None  # the kernel's test split (held-out images), decoded here
 
 
 # --- what answers are checked against, computed here --------------------------------------------------
 
-def test_loader() -> TensorLoader:
-    """The homework's test split (:func:`coursekit.homework.loaders`: all of it, or fast mode's subset),
-    decoded from the raw files: never from a cache a kernel could have written."""
-    test = load_split(DATASET, train=False, cache=False)
+def test_loader(root=None) -> TensorLoader:
+    """The homework's test split (:func:`coursekit.homework.loaders`: all of it, or fast mode's subset)
+    in the data folder ``root`` (default: the real one), decoded from the raw files: never from a
+    cache a kernel could have written."""
+    test = load_split(DATASET, train=False, root=root, cache=False)
     subset = fast_or(None, hw.FAST_SUBSET)
     indices = None
     if subset is not None:
         _, _, indices = split_indices(get_dataset(DATASET, train=True).targets, test.targets, subset=subset)
     return TensorLoader(test, indices, batch_size=128)  # as the notebook's loader: the same sums
+
+
+def make_kernel_data(folder) -> Path:
+    """Make the data folder a submission's kernel sees, in ``folder``: Fashion-MNIST's training files
+    as they are, and in place of its test files the training images that the homework's loaders hold
+    out for validation. No kernel can read a test image, so none can train on one; the accuracy
+    points are measured on the real test images, here (:func:`score_training`'s ``unseen``)."""
+    raw = Path(folder) / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    source = data_root() / "FashionMNIST" / "raw"
+    if not (source / "train-labels-idx1-ubyte").exists():  # check_data names what is missing
+        return Path(folder)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        shutil.copyfile(source / name, raw / name)
+    train = load_split(DATASET, train=True, cache=False)
+    _, held_out, _ = split_indices(train.targets, train.targets[:0])  # homework.loaders' validation images
+    _write_idx(raw / "t10k-images-idx3-ubyte", train.images[held_out, 0])
+    _write_idx(raw / "t10k-labels-idx1-ubyte", train.targets[held_out])
+    for path in (Path(folder), *Path(folder).rglob("*")):  # readable by the kernel's own user
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return Path(folder)
+
+
+def _write_idx(path: Path, array: torch.Tensor) -> None:
+    """uint8 ``array`` in the IDX format torchvision reads (magic 0x08, then its dimensions)."""
+    header = bytes([0, 0, 0x08, array.dim()]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(header + array.to(torch.uint8).contiguous().numpy().tobytes())
 
 
 def flops(model, images: torch.Tensor) -> int:
@@ -102,10 +138,20 @@ def flop_ratio(config: dict) -> float:
     return many / few
 
 
-def measure(models: dict, loader) -> dict:
-    """``{name: {"acc", "params", "mflops"}}`` of each model (mflops: one image's forward pass)."""
-    return {name: {"acc": evaluate(m, loader, "cpu")["acc"], "params": count_parameters(m),
-                   "mflops": count_ops(m) / 1e6} for name, m in models.items()}
+def measure(models: dict, loader, test=None) -> dict:
+    """``{name: {"acc", "n", "params", "mflops"}}`` of each model on ``loader`` (mflops: one image's
+    forward pass), and with a ``test`` loader ``"test_acc"`` and ``"test_n"`` on it too."""
+    out = {}
+    for name, m in models.items():
+        out[name] = {"acc": evaluate(m, loader, "cpu")["acc"], "n": _count(loader),
+                     "params": count_parameters(m), "mflops": count_ops(m) / 1e6}
+        if test is not None:
+            out[name].update(test_acc=evaluate(m, test, "cpu")["acc"], test_n=_count(test))
+    return out
+
+
+def _count(loader) -> int:
+    return sum(len(labels) for _, labels in loader)
 
 
 def confusion_of(model, loader) -> torch.Tensor:
@@ -133,6 +179,7 @@ def load_models(config, vit_state, cnn_state):
 def check_data() -> None:
     """``FileNotFoundError`` naming the folder and the fix unless the data the grader scores against is here."""
     get_dataset(DATASET, train=False, download=False)
+    get_dataset(DATASET, train=True, download=False)
 
 
 # --- how each collected answer is scored ---------------------------------------------------------------
@@ -144,7 +191,8 @@ def _failed(value) -> str | None:
 def _grade_data(answer, inputs, context: Context):
     if _failed(answer["indices"]):
         return credit(0, [f"examples_per_class: {answer['indices'][:200]}"])
-    return score_data(answer["indices"], load_split(DATASET, train=False, cache=False).targets, inputs["k"])
+    targets = load_split(DATASET, train=False, root=context.kernel_data, cache=False).targets
+    return score_data(answer["indices"], targets, inputs["k"])
 
 
 def _grade_config(answer, inputs, context: Context):
@@ -162,8 +210,8 @@ def _grade_training(answer, inputs, context: Context):
     models, errors = load_models(context.config or hw.FALLBACK_CONFIG,
                                  *[s if isinstance(s, dict) else None for s in states])
     errors = [f"{n}: {s[:200]}" for n, s in zip(("vit", "cnn"), states) if _failed(s)] or errors
-    context.models, context.test = models, test_loader()
-    context.measured = measure(models, context.test)
+    context.models, context.test = models, test_loader(context.kernel_data)
+    context.measured = measure(models, context.test, test_loader())  # accuracy points: the real test set
     return score_training(context.measured, errors, *hw.training_targets())
 
 
@@ -175,7 +223,7 @@ def _grade_confusion(answer, inputs, context: Context):
 
 
 def _grade_attention(answer, inputs, context: Context):
-    test = context.test or test_loader()
+    test = context.test or test_loader(context.kernel_data)
     return score_attention(answer["index"], answer["attention"], context.models.get("ViT"), test.dataset)
 
 

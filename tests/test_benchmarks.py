@@ -66,3 +66,11 @@ def test_step_time_benchmark_times_a_training_step():
     before = model[1].weight.detach().clone()
     assert bench.step_ms(model, batch_size=8, steps=3, warmup=1) > 0
     assert not torch.equal(model[1].weight, before)  # the optimizer really stepped
+
+
+def test_the_test_set_attack_trains_the_reference_solutions_vit_and_scores_its_share():
+    attack = load("test_set_attack")
+    config = attack.solution_config()
+    assert homework.score_config(config, (28 // config["patch_size"]) ** 2)["credit"] == 1
+    assert attack.share(homework.THRESHOLDS["ViT"]) == 1 and attack.share(homework.FLOORS["ViT"]) == 0
+    assert attack.share(0.875) == pytest.approx(0.5)

@@ -133,7 +133,8 @@ def test_a_folder_of_blank_homework_keeps_every_row(edition, tmp_path):
     assert set(rows) == {"alice.ipynb", "broken.ipynb", "mallory.ipynb"}
     assert rows["alice.ipynb"]["score"] == "0" and rows["alice.ipynb"]["max_score"] == "14"
     assert rows["alice.ipynb"]["reflection"] == "pending"
-    assert "not a readable notebook" in rows["broken.ipynb"]["error"]
+    assert rows["broken.ipynb"]["error"] == "" and rows["broken.ipynb"]["score"] == "0"  # the notebook's fault
+    assert "the notebook was not run: not a valid notebook (NotJSONError" in out.stdout
     # in its sandbox, the kernel's parent is the sandbox's own init, which ignores the signal
     assert rows["mallory.ipynb"]["error"] == "" and rows["mallory.ipynb"]["score"] == "0"
     reports = {Path(r["notebook"]).name: r for r in json.loads((tmp_path / "all.json").read_text())}
@@ -141,9 +142,9 @@ def test_a_folder_of_blank_homework_keeps_every_row(edition, tmp_path):
     assert "NotImplementedError" in alice["patchify"]["feedback"]
     assert alice["reflection"]["feedback"] == "no answer written"
     assert "score: 0/14" in out.stdout
-    # a rerun skips what the CSV holds with a score, grades again the row that ended in an error
+    # a rerun skips what the CSV holds with a score
     again = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert again.stdout.count("already graded") == 2 and "broken.ipynb: " in again.stdout and "3 rows" in again.stdout
+    assert again.stdout.count("already graded") == 3 and "3 rows" in again.stdout
     (folder / "alice.ipynb").unlink()
     (folder / "mallory.ipynb").unlink()
     regrade = subprocess.run(command + ["--regrade"], capture_output=True, text=True, timeout=120, cwd=ROOT)

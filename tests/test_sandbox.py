@@ -193,23 +193,30 @@ def test_without_a_sandbox_the_grader_refuses_and_names_the_way_out(tmp_path, mo
     assert grade.main([str(path)]) == 2
 
 
-def test_the_grader_keeps_no_output_of_a_cell_but_its_error():
+def test_the_grader_keeps_no_output_of_a_cell_but_its_error_and_reads_no_other_message():
     client = kernel._Client(nbformat.v4.new_notebook())
     client.reset_execution_trackers()
     client.clear_before_next_output = False  # as execute_cell sets it
-    outs = []
+    cell = nbformat.v4.new_code_cell("x")
 
-    def message(kind, **content):
-        return {"msg_type": kind, "parent_header": {"msg_id": "m"}, "header": {"msg_type": kind}, "content": content}
+    def message(kind, content=None, **fields):
+        return {"msg_type": kind, "parent_header": {"msg_id": "m"}, "header": {"msg_type": kind},
+                "content": dict(fields) if content is None else content}
 
-    client.output(outs, message("stream", name="stdout", text="x" * 2**20), None, 0)
-    client.output(outs, message("display_data", data={"text/plain": "y"}, metadata={}), None, 0)
-    assert outs == []  # a flood of printing or pictures stays in the kernel
-    client.output(outs, message("error", ename="ValueError", evalue="bad" * 10**6, traceback=["x" * 10**6]), None, 0)
-    client.output(outs, message("error", ename="Again", evalue="and again", traceback=[]), None, 0)
-    assert [o["output_type"] for o in outs] == ["error"]  # the first error only, cut short
-    assert len(outs[0]["evalue"]) == 1000 and outs[0]["traceback"] == []
-    assert kernel._error_of({"outputs": outs}).startswith("ValueError: badbad")
+    client.process_message(message("stream", name="stdout", text="x" * 2**20), cell, 0)
+    client.process_message(message("display_data", data={"text/plain": "y"}, metadata={}), cell, 0)
+    assert cell.outputs == []  # a flood of printing or pictures stays in the kernel
+    for forged in (message("comm_open", comm_id="c", target_name="jupyter.widget", data={}),
+                   message("comm_msg", comm_id="c", data=None), message("status", []),
+                   message("status", execution_state=None), message("clear_output", wait="x"), {"msg_type": 3}):
+        assert client.process_message(forged, cell, 0) is None  # no handler that could fail reads them
+    client.process_message(message("error", ename="ValueError", evalue="bad" * 10**6, traceback=["x" * 10**6]), cell, 0)
+    client.process_message(message("error", ename="Again", evalue="and again", traceback=[]), cell, 0)
+    assert [o["output_type"] for o in cell.outputs] == ["error"]  # the first error only, cut short
+    assert len(cell.outputs[0]["evalue"]) == 1000 and cell.outputs[0]["traceback"] == []
+    assert kernel._error_of(cell).startswith("ValueError: badbad")
+    with pytest.raises(kernel.CellExecutionComplete):
+        client.process_message(message("status", execution_state="idle"), cell, 0)
 
 
 def test_an_answer_whose_tensors_claim_more_than_a_file_may_hold_is_refused(tmp_path):
