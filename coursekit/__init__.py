@@ -14,8 +14,9 @@ One module per idea, each importing only those above it (a dataset name walks do
 - ``coursekit.bench``      parameter counts, inference time, markdown tables
 - ``coursekit.attention``  attention written from the formula
 - ``coursekit.sequence``   notebook 02's digit-reversal task: a tiny encoder-decoder transformer
-- ``coursekit.maps``       the numbers attention pictures draw: maps, rollout, token maps
+- ``coursekit.maps``       the numbers attention pictures draw: maps, rollout, token maps, attention distance
 - ``coursekit.viz``        attention maps, rollout and patch grids as pictures
+- ``coursekit.faithfulness`` how far to believe a map: deletion and insertion curves, the randomization check
 - ``coursekit.explorer``   the interactive attention explorer (ipywidgets)
 - ``coursekit.feedback``   what a scorer returns (``credit``) and how feedback shows a learner's value
 - ``coursekit.vitconfig``  is a homework ViT configuration allowed? its rules, and the config task's score

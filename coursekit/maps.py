@@ -1,8 +1,9 @@
-"""What a vision transformer attends to, as numbers: attention maps, rollout, gradient rollout.
+"""What a vision transformer attends to, as numbers: attention maps, rollout, gradient rollout, and
+what the ViT paper's figure 7 shows (patch-embedding filters, position embeddings, attention distance).
 
 Works with vit-pytorch's ``ViT`` and ``DeepViT`` and with :class:`coursekit.models.Hybrid`.
 Tokens are ``[CLS, patch 1, ..., patch P]`` with the patches in row-major order. The pictures of
-these maps are in :mod:`coursekit.viz`.
+these maps are in :mod:`coursekit.viz`; how far to believe them, in :mod:`coursekit.faithfulness`.
 """
 
 from __future__ import annotations
@@ -201,3 +202,68 @@ def neighbour_similarity(sim: torch.Tensor) -> tuple[float, float]:
     distance = (rows[:, None] - rows[None, :]).abs() + (cols[:, None] - cols[None, :]).abs()
     neighbours, others = distance == 1, distance > 1
     return float(sim[neighbours].mean()), float(sim[others].mean())
+
+
+def mean_attention_distance(maps: torch.Tensor, patch_size: float) -> torch.Tensor:
+    """How far each head looks, in pixels: ``[layers, heads]`` (Dosovitskiy et al., 2021, figure 7 right).
+
+    maps: [B, layers, heads, tokens, tokens] with tokens = 1 CLS + g*g patches (softmax rows, >= 0);
+    patch_size: the side of one patch in image pixels (a hybrid: image side / g).
+    For each query patch, the attention-weighted mean distance between its centre and every key
+    patch's centre (Euclidean, grid steps times ``patch_size``), averaged over query patches and images.
+    CLS has no place in the image, so its row and column are left out, and each patch's row is
+    renormalized over the patch keys: the distance of the attention that went to patches. A head
+    that attends only to its own patch gives 0; uniform attention gives the grid's mean pairwise
+    distance (for a 2x2 grid, patch_size * (2 + sqrt(2)) / 4).
+    """
+    if maps.dim() != 5 or maps.shape[-1] != maps.shape[-2]:
+        raise ValueError(f"maps must be [B, layers, heads, tokens, tokens], got {tuple(maps.shape)}; "
+                         "pass attention_maps(model, images)")
+    if (maps < 0).any():
+        raise ValueError("maps has negative weights (DeepViT's re-attention?); mean_attention_distance "
+                         "needs attention rows of shares >= 0, as a ViT's softmax gives")
+    g = math.isqrt(maps.shape[-1] - 1)
+    if g * g != maps.shape[-1] - 1:
+        raise ValueError(f"{maps.shape[-1]} tokens are not 1 CLS token + a square grid of patches")
+    rows, cols = torch.arange(g).repeat_interleave(g), torch.arange(g).repeat(g)  # each patch's place
+    centres = torch.stack([rows, cols], dim=-1).float() * patch_size  # [P, 2] in pixels
+    distance = torch.cdist(centres, centres)  # [P, P]
+    patches = maps[..., 1:, 1:].float()
+    patches = patches / patches.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    return (patches * distance).sum(dim=-1).mean(dim=(0, 3))  # [B, L, H, P] -> [L, H]
+
+
+def patch_embedding_components(model: nn.Module, k: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top ``k`` principal components of a ViT's patch-embedding filters, as patches:
+    ``(components [k, C, p, p], explained [k])`` (Dosovitskiy et al., 2021, figure 7 left).
+
+    vit-pytorch 1.26 embeds a patch by ``LayerNorm -> Linear(p*p*C, dim) -> LayerNorm``. The first
+    LayerNorm standardizes each patch (subtracts its mean, divides by its spread) and scales entry j
+    by a learned gain g_j; so row i of the Linear weight W acts on the standardized patch as the
+    filter ``W[i] * g``. Its part along a constant patch never reaches the model (a standardized
+    patch has mean 0), so it is removed: what is shown are these ``dim`` filters, with the mean over
+    filters subtracted, and their principal directions (right singular vectors). The second
+    LayerNorm rescales tokens, not the filters' shapes, so it is left out. ``explained``: each
+    component's share of the filters' variance. A component's sign is arbitrary.
+    """
+    net = model.vit if hasattr(model, "vit") else model
+    embedding = getattr(net, "to_patch_embedding", None)
+    linear = [m for m in embedding.modules() if isinstance(m, nn.Linear)] if embedding is not None else []
+    norms = [m for m in embedding.modules() if isinstance(m, nn.LayerNorm)] if embedding is not None else []
+    if len(linear) != 1 or not norms or norms[0].normalized_shape[0] != linear[0].in_features:
+        raise ValueError(f"{type(model).__name__} has no vit-pytorch patch embedding "
+                         "(to_patch_embedding = Rearrange, LayerNorm, Linear, LayerNorm); build a ViT with vit-pytorch")
+    weight = linear[0].weight.detach().float().cpu()  # [dim, p*p*C]
+    filters = weight * norms[0].weight.detach().float().cpu()  # the gain of the first LayerNorm
+    filters = filters - filters.mean(dim=1, keepdim=True)  # a standardized patch has mean 0
+    p = dict(getattr(embedding[0], "axes_lengths", {})).get("p1")  # the Rearrange's patch side
+    if not p or weight.shape[1] % (p * p):
+        raise ValueError("to_patch_embedding[0] is not vit-pytorch's Rearrange with the patch side p1; "
+                         "build a ViT with vit-pytorch")
+    channels = weight.shape[1] // (p * p)
+    if not 1 <= k <= min(weight.shape):
+        raise ValueError(f"k={k} must be between 1 and {min(weight.shape)} (the filters' count and length)")
+    _, s, vt = torch.linalg.svd(filters - filters.mean(dim=0), full_matrices=False)
+    explained = s ** 2 / (s ** 2).sum()
+    # vit-pytorch flattens a patch as (p1 p2 c): row, column, then channel
+    return vt[:k].reshape(k, p, p, channels).permute(0, 3, 1, 2), explained[:k]

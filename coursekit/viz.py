@@ -1,8 +1,9 @@
 """Pictures of attention: maps over images on one colour scale, layer x head grids, rollout,
-relevance and position embeddings (the interactive explorer is :mod:`coursekit.explorer`).
+relevance, position embeddings, the ViT paper's figure 7 (patch-embedding filters, attention
+distance) and deletion curves (the interactive explorer is :mod:`coursekit.explorer`).
 
-The numbers they draw come from :mod:`coursekit.maps` (attention maps, rollout, gradient rollout),
-which a notebook imports itself.
+The numbers they draw come from :mod:`coursekit.maps` (attention maps, rollout, gradient rollout)
+and :mod:`coursekit.faithfulness` (deletion and insertion curves), which a notebook imports itself.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.nn import functional as F
 
-from .maps import cls_map, position_similarity, self_share, token_map
+from .maps import cls_map, mean_attention_distance, position_similarity, self_share, token_map
 
 
 def upsample(grid: torch.Tensor, size: int, smooth: bool = False) -> torch.Tensor:
@@ -173,6 +174,106 @@ def plot_position_similarity(model: nn.Module) -> Figure:
         axes[-1, r].set_xlabel(str(r + 1), fontsize=8)
     fig.colorbar(im, ax=axes, shrink=0.8, label="cosine similarity")
     fig.suptitle("position embedding similarity (patch row, column)")
+    return fig
+
+
+def plot_filter_components(components: torch.Tensor, explained: torch.Tensor) -> Figure:
+    """Principal components of the patch-embedding filters as small pictures, on one diverging scale.
+
+    components: [k, C, p, p] (unit vectors; see ``maps.patch_embedding_components``), explained: [k]
+    shares of variance. One channel: blue negative, red positive; three channels: each component
+    scaled to [0, 1] as RGB. Titles give each component's share of the filters' variance.
+    """
+    k, channels = components.shape[:2]
+    cols = min(k, 8)
+    fig = Figure(figsize=(1.15 * cols + (1.0 if channels == 1 else 0.2), 1.3 * math.ceil(k / cols) + 0.5),
+                 layout="constrained")
+    axes = fig.subplots(math.ceil(k / cols), cols, squeeze=False)
+    vmax = float(components.abs().max())
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= k:
+            ax.set_axis_off()
+            continue
+        if channels == 1:
+            im = ax.imshow(components[i, 0].numpy(), cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+        else:
+            ax.imshow(display_image(components[i]))
+        ax.set_title(f"PC {i + 1}: {100 * float(explained[i]):.1f}%", fontsize=7)
+    if channels == 1:
+        fig.colorbar(im, ax=axes, shrink=0.8, label="weight (unit vectors, sign arbitrary)")
+    fig.suptitle(f"patch-embedding filters: first {k} principal components (share of variance)", fontsize=9)
+    return fig
+
+
+def plot_attention_distance(distance: torch.Tensor, patch_size: float, grid: int, title: str = "") -> Figure:
+    """The ViT paper's figure 7 (right): each head's mean attention distance against depth, one dot a head.
+
+    distance: [layers, heads] in pixels, from ``maps.mean_attention_distance(maps, patch_size)``;
+    grid: the patch grid's side g. Dotted lines for scale: attending only to one's own patch (0 pixels)
+    and attending uniformly over the g x g patches (their mean pairwise distance).
+    """
+    layers, heads = distance.shape
+    tokens = grid * grid + 1
+    uniform = float(mean_attention_distance(torch.full((1, 1, 1, tokens, tokens), 1.0 / tokens), patch_size))
+    fig = Figure(figsize=(4.8, 3.4), layout="constrained")
+    ax = fig.subplots()
+    for h in range(heads):
+        ax.scatter(torch.arange(1, layers + 1).numpy(), distance[:, h].numpy(), s=22, label=f"head {h + 1}")
+    ax.axhline(0.0, color="gray", ls=":", lw=1)
+    ax.axhline(uniform, color="gray", ls=":", lw=1)
+    ax.text(layers + 0.4, uniform, f"uniform\n{uniform:.1f}", fontsize=7, va="center")
+    ax.text(layers + 0.4, 0.0, "own patch", fontsize=7, va="center")
+    ax.set(xlabel="layer (network depth)", ylabel="mean attention distance (pixels)",
+           title=title or "how far each head looks", xticks=range(1, layers + 1), xlim=(0.5, layers + 1.5),
+           ylim=(-0.05 * uniform, 1.1 * max(uniform, float(distance.max()))))
+    ax.legend(fontsize=7, loc="center right")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_deletion_curves(deletion: dict, insertion: dict | None = None, baseline: str = "") -> Figure:
+    """Deletion (and insertion) curves side by side: ``{name: Curve}`` from ``coursekit.faithfulness``.
+
+    x: the share of patches removed (inserted), y: the mean probability of the original prediction
+    (0 to 1); the legend gives each curve's area under it. baseline: what a removed patch became,
+    for the title.
+    """
+    panels = [("deletion", "removed", deletion)] + ([("insertion", "inserted", insertion)] if insertion else [])
+    fig = Figure(figsize=(4.6 * len(panels), 3.4), layout="constrained")
+    for ax, (kind, verb, curves) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
+        for name, curve in curves.items():
+            ax.plot(curve.share.numpy(), curve.prob.numpy(), "o-", ms=3, label=f"{name} (AUC {curve.auc:.3f})")
+        better = "lower" if kind == "deletion" else "higher"
+        ax.set(xlabel=f"share of patches {verb}", ylabel="probability of the original prediction",
+               ylim=(0, 1.02), xlim=(0, 1), title=f"{kind}: {better} AUC is better")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    if baseline:
+        fig.suptitle(f"a removed patch becomes {baseline}", fontsize=9)
+    return fig
+
+
+def plot_randomization(similarity: dict, stages: list) -> Figure:
+    """The randomization check, cascading from the output (Adebayo et al., 2018): each map's mean
+    Spearman correlation with the trained model's map against how many stages are re-initialized.
+
+    similarity: {map name: [len(stages) + 1] correlations, the first for nothing re-initialized};
+    stages: the stage names from the output down (``faithfulness.randomization_stages``).
+    """
+    fig = Figure(figsize=(6.4, 3.4), layout="constrained")
+    ax = fig.subplots()
+    x = list(range(len(stages) + 1))
+    for name, values in similarity.items():
+        ax.plot(x, [float(v) for v in values], "o-", ms=4, label=name)
+    ax.axhline(0.0, color="gray", ls=":", lw=1)
+    ax.set_xticks(x, ["none"] + [f"+ {s}" if i else s for i, s in enumerate(stages)], rotation=35,
+                  ha="right", fontsize=8)
+    ax.set(xlabel="re-initialized, from the output down", ylim=(-1.05, 1.05),
+           ylabel="Spearman correlation with\nthe trained model's map (mean)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
     return fig
 
 
