@@ -42,6 +42,7 @@ import os
 import secrets
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import nbformat
@@ -73,7 +74,9 @@ def read_notebook(path) -> nbformat.NotebookNode:
     if not path.is_file():
         raise GradeError(f"{path}: no such file")
     try:
-        nb = nbformat.reads(path.read_bytes().decode("utf-8"), as_version=4)
+        with warnings.catch_warnings():  # a missing cell id is repaired by nbformat, and harmless
+            warnings.simplefilter("ignore")
+            nb = nbformat.reads(path.read_bytes().decode("utf-8"), as_version=4)
         nbformat.validate(nb)
     except Exception as error:
         raise InvalidNotebook(f"not a valid notebook ({type(error).__name__}: "

@@ -259,3 +259,20 @@ def test_text_from_a_submission_is_escaped_one_way_for_terminals_and_spreadsheet
     assert printable("ok\x1b[2J\r\u202eevil\n") == "ok\\x1b[2J\\r\\u202eevil\\n"
     row = csv_row({"notebook": "=HYPERLINK(\"x\")\x1b.ipynb", "error": "+1\x07"})
     assert row["notebook"] == "'=HYPERLINK(\"x\")\\x1b.ipynb" and row["error"] == "'+1\\x07"
+
+
+def test_only_notebooks_that_are_not_valid_are_refused_before_any_kernel_starts(tmp_path):
+    cell = {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": "x = 1"}
+    accepted = {"no_ids": {"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5},
+                "colab": {"cells": [dict(cell, metadata={"id": "a1", "colab": {}}, source=["x = 1\n", "y = 2"])],
+                          "metadata": {"colab": {"provenance": []}}, "nbformat": 4, "nbformat_minor": 0}}
+    refused = {"int_source": {"cells": [dict(cell, source=42)], "metadata": {}, "nbformat": 4, "nbformat_minor": 5},
+               "no_type": {"cells": [{k: v for k, v in cell.items() if k != "cell_type"}], "metadata": {},
+                           "nbformat": 4, "nbformat_minor": 4}}
+    for name, nb in {**accepted, **refused}.items():
+        (tmp_path / f"{name}.ipynb").write_text(json.dumps(nb))
+    assert grade.read_notebook(tmp_path / "no_ids.ipynb").cells[0].source == "x = 1"
+    assert grade.read_notebook(tmp_path / "colab.ipynb").cells[0].source == "x = 1\ny = 2"
+    for name in refused:
+        with pytest.raises(grade.InvalidNotebook, match="not a valid notebook"):
+            grade.read_notebook(tmp_path / f"{name}.ipynb")
