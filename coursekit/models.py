@@ -1,9 +1,11 @@
-"""The four models the course compares: a CNN, a ViT, a DeepViT and a hybrid CNN + ViT.
+"""The models the course compares: two CNNs (the MNIST example and a small ResNet), a ViT, a DeepViT
+and a hybrid CNN + ViT.
 
 ViT and DeepViT come from the ``vit-pytorch`` library. ``build_model(kind, dataset, grid)`` builds
 one with the sizes of a grid of :mod:`coursekit.runs` (``"reference"``: the reference table's
 scale, for a GPU; ``"cpu"``: sized for a laptop CPU), each with at most as many parameters as the
-reference table's model of the same kind and dataset (1.2M to 1.9M) and at least 16 patches.
+reference table's model of the same kind and dataset (1.2M to 1.9M) and at least 16 patches;
+the ResNet has at most the parameters of the hybrid of its grid and dataset.
 """
 
 from __future__ import annotations
@@ -40,6 +42,59 @@ class CNN(nn.Module):
             nn.Linear(64 * side * side, 128), nn.ReLU(), nn.Dropout(0.5),
             nn.Linear(128, num_classes),
         )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def conv_bn(in_channels: int, out_channels: int) -> nn.Sequential:
+    """A 3x3 convolution (padded, no bias), batch norm, ReLU: [B, in, H, W] -> [B, out, H, W]."""
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+
+
+class ResidualBlock(nn.Module):
+    """``x + f(x)``, ``f`` two :func:`conv_bn` layers: x [B, C, H, W] -> [B, C, H, W].
+
+    The identity path lets the gradient skip ``f``, so the network trains fast from the first epoch.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(conv_bn(channels, channels), conv_bn(channels, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ResNet(nn.Module):
+    """A small residual network with batch norm: the CNN a practitioner picks for CIFAR-sized images.
+
+    The layout of the "ResNet-9" that trained CIFAR-10 fastest in the DAWNBench competition (Page,
+    2018), a quarter of its width by default and with a residual block in its second stage too: a
+    :func:`conv_bn` layer of ``widths[0]`` channels, then three stages, stage ``i`` a
+    :func:`conv_bn` to ``widths[i]`` channels, a 2x2 max-pool and ``blocks[i - 1]``
+    :class:`ResidualBlock`s; then global average pooling and one linear layer.
+    x: [B, C, 32, 32] -> [B, w0, 32, 32] -> [B, w1, 16, 16] -> [B, w2, 8, 8] -> [B, w3, 4, 4]
+    -> pooled [B, w3] -> logits [B, num_classes] (28x28 MNIST: 14, 7, then 3x3).
+    The defaults are the CPU grid's: 486,938 parameters for CIFAR-10, 486,650 for MNIST.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, image_size: int,
+                 widths=(16, 32, 64, 128), blocks=(1, 1, 1)):
+        super().__init__()
+        if len(widths) != 4 or len(blocks) != 3:
+            raise ValueError(f"widths={widths} and blocks={blocks}: the ResNet has a first layer and "
+                             "three stages, so give 4 widths and 3 block counts, e.g. "
+                             "widths=(16, 32, 64, 128), blocks=(1, 1, 1)")
+        if image_size < 8:
+            raise ValueError(f"image_size={image_size}: the three stages' 2x2 max-pools need images "
+                             "of at least 8x8, e.g. 28 or 32")
+        layers = [conv_bn(in_channels, widths[0])]
+        for cin, cout, n in zip(widths, widths[1:], blocks):
+            layers += [conv_bn(cin, cout), nn.MaxPool2d(2), *(ResidualBlock(cout) for _ in range(n))]
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())  # -> [B, w3]
+        self.classifier = nn.Linear(widths[-1], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
@@ -109,11 +164,11 @@ def make_vit(cls, *, image_size: int, patch_size: int, dim: int, heads: int, **k
     return cls(image_size=image_size, patch_size=patch_size, dim=dim, heads=heads, **kwargs)
 
 
-KINDS = ("cnn", "vit", "deepvit", "hybrid")
+KINDS = ("cnn", "vit", "deepvit", "hybrid", "resnet")  # the ResNet last: earlier figures keep their colours
 
 
 def build_model(kind: str, dataset: str = "mnist", grid: str = "reference", **overrides) -> nn.Module:
-    """The course's model ``kind`` ("cnn", "vit", "deepvit", "hybrid") sized for ``dataset``.
+    """The course's model ``kind`` ("cnn", "vit", "deepvit", "hybrid", "resnet") sized for ``dataset``.
 
     ``grid``: a grid of :mod:`coursekit.runs` ("reference": the reference table's scale, "cpu":
     sized for a laptop CPU), whose ``sizes`` it takes. The CNN is the same in all. ``overrides``
@@ -131,6 +186,8 @@ def build_model(kind: str, dataset: str = "mnist", grid: str = "reference", **ov
             raise ValueError(f"the CNN has no settings to override (got {sorted(overrides)}); "
                              "it is the fixed PyTorch MNIST example network")
         return CNN(in_channels=info.channels, **shape)
+    if kind == "resnet":
+        return ResNet(in_channels=info.channels, **shape, **sizes)
     if kind == "hybrid":
         return Hybrid(in_channels=info.channels, **shape, **sizes)
     cls = ViT if kind == "vit" else DeepViT

@@ -10,7 +10,7 @@ set -euo pipefail
 out="${1:-results/reference}"
 datasets="${2:-mnist,cifar10,cifar100}"
 mkdir -p "$out/logs"
-for model in cnn vit deepvit hybrid; do
+for model in cnn vit deepvit hybrid resnet; do
   python -m coursekit.reproduce --grid reference --datasets "$datasets" --models "$model" \
     --out "$out" > "$out/logs/$model.log" 2>&1 &
 done

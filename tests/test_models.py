@@ -6,7 +6,7 @@ from vit_pytorch.deepvit import DeepViT
 from coursekit.bench import count_parameters
 from torch import nn
 
-from coursekit.models import CNN, KINDS, Hybrid, build_model, check_vit_config
+from coursekit.models import CNN, KINDS, Hybrid, ResidualBlock, ResNet, build_model, check_vit_config
 from coursekit import runs
 
 GRIDS = ("reference", "cpu")  # the four models' grids (runs.GRIDS also holds notebook 03's two models)
@@ -108,6 +108,49 @@ def test_impossible_settings_raise_with_a_fix():
 
 def test_unknown_kind_and_dataset_list_the_known_ones():
     with pytest.raises(ValueError, match="known kinds: " + ", ".join(KINDS)):
-        build_model("resnet", "mnist")
+        build_model("resnet50", "mnist")
     with pytest.raises(ValueError, match="known datasets"):
         build_model("vit", "imagenet")
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10", "cifar100"])
+@pytest.mark.parametrize("grid", sorted(GRIDS))
+def test_the_resnet_has_at_most_the_hybrids_parameters_and_maps_images_to_logits(grid, dataset):
+    torch.manual_seed(0)
+    model = build_model("resnet", dataset, grid)
+    assert isinstance(model, ResNet)
+    n = count_parameters(model)
+    assert 300_000 <= n <= count_parameters(build_model("hybrid", dataset, grid))
+    logits = model.eval()(torch.randn(3, *SHAPES[dataset]))
+    assert logits.shape == (3, 100 if dataset == "cifar100" else 10) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("shape, side", [((1, 28, 28), 3), ((3, 32, 32), 4)])
+def test_the_resnet_halves_the_side_per_stage(shape, side):
+    assert count_parameters(ResNet(3, 10, 32)) == 486_938 and count_parameters(ResNet(1, 10, 28)) == 486_650
+    model = ResNet(shape[0], 10, shape[1], widths=(8, 16, 24, 32), blocks=(1, 0, 2))
+    x = torch.randn(2, *shape)
+    for layer in model.features[:-2]:  # up to the global pooling
+        x = layer(x)
+    assert x.shape == (2, 32, side, side)  # 28 -> 14 -> 7 -> 3, 32 -> 16 -> 8 -> 4
+    assert sum(isinstance(m, ResidualBlock) for m in model.features) == 3
+
+
+def test_a_residual_block_adds_its_input():
+    torch.manual_seed(0)
+    block = ResidualBlock(8).eval()
+    x = torch.randn(2, 8, 5, 5)
+    last_bn = block.body[1][1]
+    by_hand = x + torch.relu(last_bn(block.body[1][0](block.body[0](x))))
+    torch.testing.assert_close(block(x), by_hand)
+    with torch.no_grad():  # a silent body leaves the identity path: the block passes x through
+        last_bn.weight.zero_()
+        last_bn.bias.zero_()
+    torch.testing.assert_close(block(x), x)
+
+
+def test_impossible_resnet_settings_raise_with_a_fix():
+    with pytest.raises(ValueError, match=r"give 4 widths and 3 block counts, e.g. widths=\(16, 32, 64, 128\)"):
+        build_model("resnet", "cifar10", widths=(16, 32, 64))
+    with pytest.raises(ValueError, match="need images of at least 8x8"):
+        ResNet(3, 10, 6)

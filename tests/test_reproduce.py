@@ -201,6 +201,9 @@ def test_grid_presets_outside_fast_mode(monkeypatch):
                                          "it holds: cifar10 vit, mnist cnn, mnist vit"):
         runs.settings("notebook03", "mnist", "hybrid")
     assert "epochs          20" in str(hybrid) and "stem=((32,), (64,))" in str(hybrid)
+    # the ResNet trains as its column does, at its own sizes
+    resnet = runs.settings("cpu", "cifar10", "resnet")
+    assert resnet == dataclasses.replace(cpu, model="resnet", sizes=dict(widths=(16, 32, 64, 128), blocks=(1, 1, 1)))
     assert reproduce.default_grid("cpu") == "cpu" and reproduce.default_grid("cuda") == "reference"
 
 
@@ -253,3 +256,18 @@ def test_the_chart_names_each_data_source():
     shapes = [t.get_text().replace("\n", " ") for t in scatter.get_legend().get_texts()]
     assert shapes == ticks  # marker shape: the data source
     assert [t.get_text() for t in bars.get_legend().get_texts()] == ["cnn", "vit"]  # colour: the model
+
+
+def test_the_cpu_grids_resnet_trains_in_fast_mode_on_the_jpeg_copy(fast, jpeg_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSEKIT_DATA", str(jpeg_root))
+    rows = reproduce.reproduce(["cifar10"], ["resnet"], tmp_path, grid="cpu", subset=40, download=False,
+                               progress=False)
+    (row,) = rows
+    resnet = build_model("resnet", "cifar10", "cpu")
+    assert (row["model"], row["epochs"], row["stand_in"]) == ("resnet", 1, False)
+    assert row["parameters"] == count_parameters(resnet) <= count_parameters(build_model("hybrid", "cifar10", "cpu"))
+    assert row["data"].startswith("CIFAR-10 (JPEG copy), 40 images") and 0 <= row["test_acc"] <= 100
+    record = reproduce.load_pairs(tmp_path)[0]
+    assert record["settings"] == runs.settings("cpu", "cifar10", "resnet", subset=40).as_dict()
+    state = torch.load(reproduce.pair_path(tmp_path, "resnet", "cifar10").with_suffix(".pt"))
+    resnet.load_state_dict(state)  # the kept weights are the grid's ResNet's
