@@ -190,6 +190,11 @@ def main(argv=None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="only compare the committed student notebook; exit 1 when it is out of date")
     args = parser.parse_args(argv)
+    if not SOLUTIONS.is_dir():  # an installed coursekit (a wheel) lies in site-packages, not in the course
+        print(f"coursekit.release: error: {SOLUTIONS}: not found; run the release in a clone of the "
+              "instructor's repository, whose coursekit/ lies beside notebooks/ (pip install -e .)",
+              file=sys.stderr)
+        return 2
     target, text = ROOT / "notebooks" / HOMEWORK, None
     if args.student or args.check:
         text = render(SOLUTIONS / HOMEWORK)

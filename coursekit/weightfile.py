@@ -63,15 +63,16 @@ def check(path, expected: str) -> bytes:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path}: not found. The course's weights live in its repository's weights/ folder: "
-            "use a clone of the course (git clone), or train them: "
+            f"{path}: not found. The course's weights live in its repository's weights/ folder, "
+            "and an installed coursekit carries them: use a clone of the course (git clone) or "
+            "install it again (pip install --force-reinstall --no-deps .), or train them: "
             f"python -m coursekit.weights --train {path.name[:2]}")
     data = path.read_bytes()
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
         raise WeightsError(
             f"{path}: sha256 is {actual}, expected {expected}: the file is damaged or was changed. "
-            f"Restore it with `git checkout -- weights/{path.name}` (or fetch the course again), "
+            f"Restore it with `git checkout -- weights/{path.name}` (or fetch or install the course again), "
             f"or train it again: python -m coursekit.weights --train {path.name[:2]}")
     return data
 

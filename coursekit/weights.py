@@ -38,7 +38,12 @@ from .train import History, evaluate, fit
 from .weightfile import WeightsError, check, read, save
 
 ROOT = Path(__file__).resolve().parent.parent
-FOLDER = ROOT / "weights"  # the shipped files
+# The shipped files: weights/ in a clone of the course (and its editable install, `pip install -e .`);
+# a wheel (`pip install .`) carries the same files as package data in coursekit/_weights/, where
+# pyproject.toml's [tool.setuptools] maps weights/. The package's own copy comes first: above an
+# installed package lies site-packages, not the course. (Wheels install unpacked, so a plain path.)
+PACKAGED = Path(__file__).resolve().parent / "_weights"
+FOLDER = PACKAGED if PACKAGED.is_dir() else ROOT / "weights"
 # notebook 05's shipped grid: the kinds of KINDS whose weights are made (the ResNet's are not yet)
 NOTEBOOK_05_KINDS = ("cnn", "vit", "deepvit", "hybrid")
 NOTEBOOKS = {  # notebook -> its files (weights/<name>.safetensors) -> the run of coursekit.runs that made each

@@ -1,13 +1,61 @@
-"""Shared fixtures: small generated datasets in torchvision's layout, and the real data if present."""
+"""Shared fixtures: small generated datasets in torchvision's layout, the real data if present, and a
+clean copy of the repository.
+
+Real data: a test that reads it asks for ``real_root``, carries ``@pytest.mark.needs_data("mnist")``
+(or other dataset names) or calls the ``missing_data`` fixture. Without the data such a test is
+skipped on a laptop but fails under CI (``CI`` set, as .ci/run and GitHub Actions do), where
+COURSEKIT_DATA was promised: a missing folder must not turn the data tests into silent skips.
+"""
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from coursekit.config import data_root
 from coursekit.sources import dataset_info
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_FIX = ("set COURSEKIT_DATA to the course's data folder (README, 'Data, offline machines and fast "
+            "mode'; on the course's machines: export COURSEKIT_DATA=../shared/data)")
+
+
+def stop_for_missing_data(what: str) -> None:
+    """Skip the running test, or under CI fail it, because ``what`` (real data) is not here."""
+    message = f"{what} not found in {data_root()}: {DATA_FIX}"
+    if os.environ.get("CI"):
+        pytest.fail(f"CI={os.environ['CI']}: a data test must not be skipped in CI; {message}", pytrace=False)
+    pytest.skip(message)
+
+
+def require_data(*datasets: str) -> Path:
+    """The data folder (``coursekit.config.data_root()``) when it holds every file of ``datasets``."""
+    root = data_root()
+    for name in datasets:
+        missing = [f for f in dataset_info(name).files if not (root / f).exists()]
+        if missing:
+            stop_for_missing_data(f"real {name} ({missing[0]} and {len(missing) - 1} more files)")
+    return root
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs_data(*datasets): the test reads these real datasets (names of "
+                            "coursekit.sources.DATASETS); skipped without them, a failure under CI")
+
+
+def pytest_runtest_setup(item):
+    for mark in item.iter_markers("needs_data"):
+        require_data(*mark.args)
+
+
+@pytest.fixture
+def missing_data():
+    """``missing_data(what)``: skip this test, or under CI fail it, because real data is not here."""
+    return stop_for_missing_data
 
 CIFAR10_CLASSES = dataset_info("cifar10").classes
 
@@ -44,11 +92,8 @@ def fake_root(tmp_path):
 
 @pytest.fixture
 def real_root():
-    """The real datasets folder from COURSEKIT_DATA; skips the test when it is not there."""
-    root = os.environ.get("COURSEKIT_DATA")
-    if not root or not all((Path(root) / f).exists() for f in dataset_info("mnist").files):
-        pytest.skip("real MNIST not found: set COURSEKIT_DATA to a folder that holds it")
-    return Path(root)
+    """The data folder holding the real MNIST (COURSEKIT_DATA); without it a skip, under CI a failure."""
+    return require_data("mnist")
 
 
 def brightness(label: int) -> int:
@@ -68,3 +113,23 @@ def jpeg_root(tmp_path, monkeypatch):
                 pixels[i, :, 0] = 255  # a mark that tells the files of a class apart
                 Image.fromarray(pixels).save(folder / f"{i:04d}.jpg", quality=95)
     return tmp_path / "data"
+
+
+@pytest.fixture(scope="session")
+def clean_copy():
+    """``clean_copy(dest)``: copy the repository's files into ``dest`` as a fresh clone has them
+    (tracked or new, never ignored: no build output, caches or virtual environments); returns ``dest``.
+    Skips the test where the repository is not a git checkout."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout: this test works on a clean copy of the repository's files")
+
+    def copy(dest: Path) -> Path:
+        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                                cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")
+        for rel_path in filter(None, listed):
+            if (ROOT / rel_path).is_file():
+                (dest / rel_path).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / rel_path, dest / rel_path)
+        return dest
+
+    return copy

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from coursekit import homework
-from coursekit.data import dataset_info
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -20,9 +19,8 @@ def load(name: str):
     return module
 
 
+@pytest.mark.needs_data("fashion_mnist")
 def test_recipe_search_sees_the_homework_split_and_normalization(real_root, monkeypatch):
-    if not all((real_root / f).exists() for f in dataset_info("fashion_mnist").files):
-        pytest.skip("real Fashion-MNIST not found")
     monkeypatch.setenv("COURSEKIT_FAST", "0")  # the full split, as the search and the notebook use
     recipes = load("homework_recipes")
     data = recipes.DeviceData("cpu")

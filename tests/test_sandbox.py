@@ -141,7 +141,8 @@ def test_a_hostile_submission_changes_nothing_outside_its_sandbox(tmp_path, list
     before = {"package": digest(package, "*.py"), "cache": digest(cache_dir()) if cache_dir().exists() else {},
               "others": digest(folder, "[ab]*.ipynb")}
     env = dict(os.environ, COURSEKIT_TEST_SECRET=SECRET)
-    command = [sys.executable, "-m", "coursekit.grade", str(folder), "--workers", "2", "--timeout", "120",
+    workers = "2" if os.geteuid() == 0 else "1"  # a user other than root grades one at a time (README)
+    command = [sys.executable, "-m", "coursekit.grade", str(folder), "--workers", workers, "--timeout", "120",
                "--csv", str(csv_path), "--json", str(json_path)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT, env=env)
     assert done.returncode == 0, done.stderr
@@ -165,6 +166,7 @@ def test_a_hostile_submission_changes_nothing_outside_its_sandbox(tmp_path, list
 
 @needs_data
 @needs_sandbox
+@pytest.mark.skipif(os.geteuid() != 0, reason="a user other than root grades one submission at a time (README)")
 def test_grading_two_at_a_time_gives_the_reports_of_grading_one_at_a_time(tmp_path):
     folder = tmp_path / "submissions"
     folder.mkdir()

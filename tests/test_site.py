@@ -6,7 +6,6 @@ import html
 import importlib.util
 import json
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -33,22 +32,9 @@ def load_build():
 build = load_build()
 
 
-def clean_copy(dest: Path) -> Path:
-    """The repository's files as a fresh clone has them (tracked or new, never ignored), no build output."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, check=True).stdout.decode().split("\0")
-    for rel_path in filter(None, listed):
-        if (ROOT / rel_path).is_file():
-            (dest / rel_path).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel_path, dest / rel_path)
-    return dest
-
-
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    if shutil.which("git") is None or not (ROOT / ".git").exists():
-        pytest.skip("not a git checkout: the site is built from a clean copy of the repository's files")
-    copy = clean_copy(tmp_path_factory.mktemp("clone"))
+def site(tmp_path_factory, clean_copy):
+    copy = clean_copy(tmp_path_factory.mktemp("clone"))  # tests/conftest.py: skipped outside a git checkout
     out = tmp_path_factory.mktemp("site") / "site"
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "docs/build.py", str(out)], cwd=copy, capture_output=True, text=True,
