@@ -18,7 +18,6 @@ numbering of :mod:`coursekit.viz` patch ``i`` is token ``i + 1``.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 from typing import Callable, NamedTuple
@@ -26,7 +25,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import nn
 
-from .maps import attention_maps, attention_rollout, cls_map, gradient_rollout
+from .maps import attention_maps, attention_rollout, cls_map, eval_mode, gradient_rollout
 from .viz import patch_tokens
 
 
@@ -55,17 +54,6 @@ def random_ranking(n_images: int, n_patches: int, seed: int = 0) -> torch.Tensor
     """A random order of the patches for each image: ``[n_images, n_patches]``, repeatable by ``seed``."""
     generator = torch.Generator().manual_seed(seed)
     return torch.rand(n_images, n_patches, generator=generator).argsort(dim=-1)
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module):
-    """Within the block ``model`` is in eval mode; afterwards every module's flag is as it was."""
-    flags = {m: m.training for m in model.modules()}
-    try:
-        yield model.eval()
-    finally:
-        for module, flag in flags.items():
-            module.training = flag
 
 
 def _check_ranking(images: torch.Tensor, ranking: torch.Tensor) -> int:
@@ -99,7 +87,7 @@ def _curve(model, images, ranking, steps, baseline, batch_size, insert: bool) ->
     tokens = patch_tokens(g, images.shape[-1]) - 1  # [H, W]: the patch 0..P-1 under each pixel
     device = next(model.parameters()).device
     probs = []
-    with _eval_mode(model):
+    with eval_mode(model):
         for start in range(0, len(images), batch_size):
             x = images[start:start + batch_size].to(device)
             place = ranking[start:start + batch_size].argsort(dim=-1).to(device)  # [b, P]: each patch's place

@@ -118,7 +118,8 @@ def grade(path, timeout: float = 1800, total: float = 3600, tasks: dict | None =
         return _report(path, tasks, {}, {}, limits, f"the notebook was not run: {error}")
     cells = {t: [c for c in nb.cells if _task(c) == t] for t in tasks}
     results = {}
-    with tempfile.TemporaryDirectory(prefix="coursekit-grade-", ignore_cleanup_errors=True) as workdir:
+    workdir = tempfile.mkdtemp(prefix="coursekit-grade-")
+    try:
         data = make_kernel_data(Path(workdir, "data"))  # no test image in it
         try:
             runner = Runner(nb, timeout, total, workdir, child_environment() if env is None else env, limits, data)
@@ -144,7 +145,8 @@ def grade(path, timeout: float = 1800, total: float = 3600, tasks: dict | None =
                     results[task] = _grade_task(task, tasks, failed.get(task), runner, context)
         finally:
             runner.close()
-            remove_tree(Path(workdir))  # whatever a kernel left in its folders
+    finally:
+        remove_tree(workdir)  # whatever a kernel left in its folders
     return _report(path, tasks, cells, results, limits, "task cell not found (deleted, or its metadata removed?)")
 
 

@@ -53,16 +53,25 @@ def _recorded_attention(model: nn.Module, images: torch.Tensor):
             records[index] = output
         return hook
 
+    with eval_mode(model):
+        handles = []
+        try:
+            handles = [_weights_module(layer).register_forward_hook(recorder(i))
+                       for i, layer in enumerate(layers)]
+            yield records, images.to(next(model.parameters()).device)
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Within the block ``model`` is in eval mode; afterwards every module's training flag is as it
+    was (each its own, not one for all), even when the block fails."""
     flags = {m: m.training for m in model.modules()}
-    handles = []
     try:
-        handles = [_weights_module(layer).register_forward_hook(recorder(i))
-                   for i, layer in enumerate(layers)]
-        model.eval()
-        yield records, images.to(next(model.parameters()).device)
+        yield model.eval()
     finally:
-        for handle in handles:
-            handle.remove()
         for module, flag in flags.items():
             module.training = flag
 

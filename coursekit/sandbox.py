@@ -126,17 +126,16 @@ class Cage:
         self.folders: list[Path] = []
         if os.geteuid() != 0:
             return
-        settings = {"memory": {"memory.limit_in_bytes": int(limits.memory_gb * 2**30),
-                               "memory.memsw.limit_in_bytes": int(limits.memory_gb * 2**30),  # no swap
-                               "memory.max": int(limits.memory_gb * 2**30), "memory.swap.max": 0},
-                    "pids": {"pids.max": limits.processes}}
+        memory = int(limits.memory_gb * 2**30)
+        settings = {"memory.limit_in_bytes": memory, "memory.memsw.limit_in_bytes": memory,  # v1, no swap
+                    "memory.max": memory, "memory.swap.max": 0, "pids.max": limits.processes}  # v2; both
         for base in _cgroup_bases():
             _remove_orphans(base)
             folder = base / name
             try:
                 folder.mkdir()
                 self.folders.append(folder)
-                for key, value in {**settings["memory"], **settings["pids"]}.items():
+                for key, value in settings.items():  # each folder has only its controllers' files
                     if (folder / key).exists():
                         (folder / key).write_text(str(value))
             except OSError:
@@ -189,7 +188,7 @@ def _cgroup_bases() -> list[Path]:
     mine = {}
     for line in Path("/proc/self/cgroup").read_text().splitlines():
         _, controllers, path = line.split(":", 2)
-        for controller in controllers.split(",") or [""]:
+        for controller in controllers.split(","):  # v2's line "0::/path" gives the controller ""
             mine[controller] = path.lstrip("/")
     root = Path("/sys/fs/cgroup")
     v1 = [root / c / mine[c] for c in ("memory", "pids") if c in mine and (root / c / "cgroup.procs").exists()]

@@ -92,7 +92,7 @@ def make_kernel_data(folder) -> Path:
     """Make the data folder a submission's kernel sees, in ``folder``: Fashion-MNIST's training files
     as they are, and in place of its test files the training images that the homework's loaders hold
     out for validation. No kernel can read a test image, so none can train on one; the accuracy
-    points are measured on the real test images, here (:func:`score_training`'s ``unseen``)."""
+    points are measured on the real test images, here (:func:`coursekit.scorers.credited_accuracy`)."""
     raw = Path(folder) / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
     source = data_root() / "FashionMNIST" / "raw"
@@ -143,15 +143,11 @@ def measure(models: dict, loader, test=None) -> dict:
     forward pass), and with a ``test`` loader ``"test_acc"`` and ``"test_n"`` on it too."""
     out = {}
     for name, m in models.items():
-        out[name] = {"acc": evaluate(m, loader, "cpu")["acc"], "n": _count(loader),
+        out[name] = {"acc": evaluate(m, loader, "cpu")["acc"], "n": len(loader.dataset),
                      "params": count_parameters(m), "mflops": count_ops(m) / 1e6}
         if test is not None:
-            out[name].update(test_acc=evaluate(m, test, "cpu")["acc"], test_n=_count(test))
+            out[name].update(test_acc=evaluate(m, test, "cpu")["acc"], test_n=len(test.dataset))
     return out
-
-
-def _count(loader) -> int:
-    return sum(len(labels) for _, labels in loader)
 
 
 def confusion_of(model, loader) -> torch.Tensor:
