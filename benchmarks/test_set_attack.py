@@ -5,7 +5,7 @@
 A ViT with the reference solution's settings is trained on Fashion-MNIST's 10,000 test images (what
 a kernel could do while the grader mounted them, and what weights pasted from elsewhere carry), then
 measured as the grader measures: on the test images, and on the training images the homework's
-loaders hold out (the test split every kernel now sees instead, :func:`coursekit.tasks.make_kernel_data`).
+loaders hold out (the test split every kernel now sees instead, :func:`coursekit.grading.tasks.make_kernel_data`).
 It prints both accuracies and the ViT's share of the training points before (test accuracy alone) and
 now (:func:`coursekit.scorers.credited_accuracy`). Normal mode only: fast mode's thresholds teach nothing.
 """

@@ -26,16 +26,9 @@ One module per idea, each importing only those above it (a dataset name walks do
 - ``coursekit.weightfile`` one model's weights in a safetensors file: save, sha256 check, read
 - ``coursekit.weights``    the course's trained weights: load, ``python -m coursekit.weights``
 
-The instructor's grader (not in the student edition):
-
-- ``coursekit.tasks``      the task registry, and what answers are checked against
-- ``coursekit.collect``    what the grader runs in a kernel to collect an answer
-- ``coursekit.sandbox``    the bubblewrap sandbox every submission's kernel runs in
-- ``coursekit.kernel``     a submission's kernel: cells run one by one with time limits, answers read back
-- ``coursekit.reports``    a report as text, one CSV row per submission, reports merged into one CSV
-- ``coursekit.batch``      a folder of submissions, N at a time, each in a worker process
-- ``coursekit.grade``      one submission, and the command line: ``python -m coursekit.grade``
-- ``coursekit.release``    the student edition: ``python -m coursekit.release``
+The instructor's wing, ``coursekit.grading`` (the homework's grader and the student release), is a
+subpackage of its own: it imports these modules, none of them imports it, and neither the student
+edition nor a submission's sandbox holds it.
 """
 
 __version__ = "0.1.0"

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .config import get_device
+from .train import eval_mode
 
 
 def _timer_module():
@@ -43,15 +44,13 @@ def inference_time_ms(model: nn.Module, input_shape, batch_size: int = 1, device
     Divide by ``batch_size`` for the time per image.
     """
     device = get_device(device)
-    was_training = model.training
-    model.eval().to(device)
     x = torch.randn(batch_size, *input_shape, device=device)
-    for _ in range(warmup):
-        model(x)
-    timer = _timer_module().Timer(stmt="model(x)", globals={"model": model, "x": x},
-                            num_threads=torch.get_num_threads())
-    median_s = timer.blocked_autorange(min_run_time=min_run_time).median
-    model.train(was_training)
+    with eval_mode(model.to(device)):
+        for _ in range(warmup):
+            model(x)
+        timer = _timer_module().Timer(stmt="model(x)", globals={"model": model, "x": x},
+                                      num_threads=torch.get_num_threads())
+        median_s = timer.blocked_autorange(min_run_time=min_run_time).median
     return median_s * 1e3
 
 

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from coursekit.maps import attention_maps, attention_rollout, self_share, token_map
+from coursekit.train import eval_mode
 from coursekit.viz import (display_image, figure_png, overlay, patch_square, patch_tokens, plot_attention_grid,
                            query_name, upsample)
 
@@ -63,9 +64,8 @@ class AttentionExplorer:
         maps = attention_maps(model, self.images)  # [B, L, H, T, T], once for every image
         with torch.no_grad():
             device = next(model.parameters()).device
-            was_training = model.training
-            probs = torch.softmax(model.eval()(self.images.to(device)).float().cpu(), -1)
-            model.train(was_training)
+            with eval_mode(model):
+                probs = torch.softmax(model(self.images.to(device)).float().cpu(), -1)
         self.confidence, self.predicted = (t.tolist() for t in probs.max(-1))
         rollouts = torch.stack([attention_rollout(maps[:, :l + 1]) for l in range(maps.shape[1])], 1)
         self._maps, self._rollouts = maps, rollouts

@@ -25,7 +25,8 @@ from typing import Callable, NamedTuple
 import torch
 from torch import nn
 
-from .maps import attention_maps, attention_rollout, cls_map, eval_mode, gradient_rollout
+from .maps import attention_maps, attention_rollout, cls_map, gradient_rollout
+from .train import eval_mode
 from .viz import patch_tokens
 
 

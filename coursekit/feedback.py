@@ -2,7 +2,7 @@
 
 Feedback says what was expected and what was got, without giving the answer, and echoes at most a
 short escaped form of a learner's value (:func:`show`): a submission could hand over anything.
-The grader (:mod:`coursekit.grade`) words its own failures with the same two functions.
+The grader (:mod:`coursekit.grading.grade`) words its own failures with the same two functions.
 """
 
 from __future__ import annotations

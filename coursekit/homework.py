@@ -6,8 +6,8 @@ answer with :mod:`coursekit.scorers` (the config task with :mod:`coursekit.vitco
 an answer: where a check would need one (the cost task's operation count, every cell of the
 confusion matrix, the comparison's operation counts) it checks what the learner can compute too (a
 plausible range, the matrix's totals) and says that the grader checks the rest. Those points are
-only a guide: the instructor's grader (:mod:`coursekit.grade`, with the task registry
-:mod:`coursekit.tasks`; neither is in the student edition) runs the notebook again and scores every
+only a guide: the instructor's grader (:mod:`coursekit.grading.grade`, with the task registry
+:mod:`coursekit.grading.tasks`; neither is in the student edition) runs the notebook again and scores every
 raw answer in its own process.
 """
 

@@ -16,6 +16,8 @@ from torch import nn
 from torch.nn import functional as F
 from vit_pytorch import deepvit, vit
 
+from .train import eval_mode
+
 
 def _attention_layers(model: nn.Module) -> list[nn.Module]:
     """The attention blocks of ``model`` in the order they run."""
@@ -63,17 +65,6 @@ def _recorded_attention(model: nn.Module, images: torch.Tensor):
             for handle in handles:
                 handle.remove()
 
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module):
-    """Within the block ``model`` is in eval mode; afterwards every module's training flag is as it
-    was (each its own, not one for all), even when the block fails."""
-    flags = {m: m.training for m in model.modules()}
-    try:
-        yield model.eval()
-    finally:
-        for module, flag in flags.items():
-            module.training = flag
 
 
 @torch.no_grad()

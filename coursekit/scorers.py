@@ -8,7 +8,7 @@ it checks, in :mod:`coursekit.vitconfig`.
 
 Scorers only check: none of them computes an answer. What an answer is checked against (the
 grader's own measurements, its confusion matrix, its operation count) is an argument, computed by
-the grader (:mod:`coursekit.tasks`, which is not in the student edition) or, in the notebook's own
+the grader (:mod:`coursekit.grading.tasks`, which is not in the student edition) or, in the notebook's own
 checks, from what the learner may compute too.
 """
 

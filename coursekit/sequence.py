@@ -27,6 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .attention import MultiHeadAttention, sinusoidal_positional_encoding
+from .train import eval_mode
 
 DIGITS, BOS = 10, 10
 
@@ -167,9 +168,8 @@ def greedy_decode(model: Seq2Seq, src, length: int | None = None):
 
     src: [B, N]; length defaults to N (a reversal is as long as its input).
     """
-    model.eval()
     out = torch.full((src.shape[0], 1), BOS, dtype=torch.long, device=src.device)
-    with one_thread():
+    with one_thread(), eval_mode(model):
         for _ in range(length or src.shape[1]):
             out = torch.cat([out, model(src, out)[:, -1].argmax(-1, keepdim=True)], dim=1)
     return out[:, 1:]

@@ -6,6 +6,7 @@ with the best validation accuracy, and stops cleanly on Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from dataclasses import asdict, dataclass, field
@@ -97,21 +98,31 @@ def choose_precision(model: nn.Module, images: torch.Tensor, device, measured: d
     return choice
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Within the block ``model`` is in eval mode; afterwards every module's training flag is as it
+    was (each its own, not one for all), even when the block fails."""
+    flags = {m: m.training for m in model.modules()}
+    try:
+        yield model.eval()
+    finally:
+        for module, flag in flags.items():
+            module.training = flag
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device="auto", precision: str = "fp32") -> dict:
     """``{"loss": mean cross-entropy, "acc": accuracy in [0, 1]}`` of ``model`` on ``loader``."""
     device = get_device(device)
-    was_training = model.training
-    model.eval().to(device)
     total_loss, correct, count = 0.0, 0, 0
-    for images, labels in loader:
-        images, labels = images.to(device), labels.to(device)
-        with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
-            logits = model(images).float()
-        total_loss += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
-        correct += (logits.argmax(1) == labels).sum().item()
-        count += len(labels)
-    model.train(was_training)
+    with eval_mode(model.to(device)):
+        for images, labels in loader:
+            images, labels = images.to(device), labels.to(device)
+            with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
+                logits = model(images).float()
+            total_loss += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+            correct += (logits.argmax(1) == labels).sum().item()
+            count += len(labels)
     if count == 0:
         raise ValueError("evaluate() got an empty loader: there is nothing to measure")
     return {"loss": total_loss / count, "acc": correct / count}

@@ -5,7 +5,7 @@ patches, at most :data:`MAX_DEPTH` layers, at most the CNN's parameters (:data:`
 and, where the grader can count them, at most :data:`OPS_FACTOR` times the CNN's operations. Every
 check builds its model on the meta device (shapes only, no memory for weights), so no setting a
 learner tries can cost memory. The operation count is an argument: the grader's own
-(:func:`coursekit.tasks.count_ops`), which the student edition does not have.
+(:func:`coursekit.grading.tasks.count_ops`), which the student edition does not have.
 """
 
 from __future__ import annotations

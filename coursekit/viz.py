@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .maps import cls_map, mean_attention_distance, position_similarity, self_share, token_map
+from .train import eval_mode
 
 
 def upsample(grid: torch.Tensor, size: int, smooth: bool = False) -> torch.Tensor:
@@ -147,10 +148,9 @@ def plot_relevance(relevance: torch.Tensor, images: torch.Tensor, titles, smooth
 def prediction_titles(model: nn.Module, images: torch.Tensor, labels, names=None, classes=None) -> list[str]:
     """One title per image: ``"#i: label 7, predicted 7 (99.1%)"`` (names: image names, default #i;
     classes: class names in label order, e.g. ``"#0: label cat, predicted dog (61.0%)"``)."""
-    model_was_training = model.training
     device = next(model.parameters()).device
-    probs = torch.softmax(model.eval()(images.to(device)).float().cpu(), dim=-1)
-    model.train(model_was_training)
+    with eval_mode(model):
+        probs = torch.softmax(model(images.to(device)).float().cpu(), dim=-1)
     conf, pred = probs.max(dim=-1)
     names = names or [f"#{i}" for i in range(len(images))]
     say = (lambda k: classes[int(k)]) if classes is not None else int  # noqa: E731

@@ -3,7 +3,7 @@
     python docs/build.py              # writes build/site/; open build/site/index.html
     python docs/build.py OUT          # writes the folder OUT instead
 
-1. The student edition (``coursekit.release``) is written to a temporary folder, so the site is made
+1. The student edition (``coursekit.grading.release``) is written to a temporary folder, so the site is made
    from what students get: no solution notebook, no recipe search, no instructor-only part of README,
    no text between solution markers (the release refuses to write an edition that holds one).
 2. A Sphinx source folder is made from it: ``index.md`` is the edition's README (links to files of
@@ -35,7 +35,7 @@ import nbformat
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 sys.path.insert(0, str(ROOT))
-from coursekit import release as rel  # noqa: E402
+from coursekit.grading import release as rel  # noqa: E402
 
 NOTEBOOKS = ["01_attention", "02_positional_encoding", "03_vit_mnist", "04_fashion_mnist_homework",
              "05_hybrid_cifar"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from coursekit import release as rel
+from coursekit.grading import release as rel
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_REF = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]+)|<img\b[^>]*\bsrc\s*=\s*[\"']([^\"']+)", re.I)

@@ -6,7 +6,8 @@ import stat
 import pytest
 import torch
 
-from coursekit import files, grade, reports
+from coursekit import files
+from coursekit.grading import grade, reports
 from coursekit.files import save_atomically
 
 

@@ -22,7 +22,8 @@ import nbformat
 import pytest
 import torch
 
-from coursekit import collect, config, grade, homework as hw, sandbox, tasks as registry, vitconfig
+from coursekit import config, homework as hw, vitconfig
+from coursekit.grading import collect, grade, sandbox, tasks as registry
 from coursekit.feedback import credit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,13 +160,13 @@ homework.reference_patchify = lambda images, p: torch.zeros(1)
 
 @needs_data
 def test_cli_missing_and_unreadable_files(tmp_path):
-    missing = subprocess.run([sys.executable, "-m", "coursekit.grade", str(tmp_path / "nope.ipynb")],
+    missing = subprocess.run([sys.executable, "-m", "coursekit.grading.grade", str(tmp_path / "nope.ipynb")],
                              capture_output=True, text=True, cwd=ROOT)
     assert missing.returncode == 2
-    assert missing.stderr.strip() == f"coursekit.grade: error: {tmp_path / 'nope.ipynb'}: no such file or folder"
+    assert missing.stderr.strip() == f"coursekit.grading.grade: error: {tmp_path / 'nope.ipynb'}: no such file or folder"
     bad = tmp_path / "bad.ipynb"
     bad.write_bytes(b"\x89PNG not a notebook")
-    unreadable = subprocess.run([sys.executable, "-m", "coursekit.grade", str(bad)],
+    unreadable = subprocess.run([sys.executable, "-m", "coursekit.grading.grade", str(bad)],
                                 capture_output=True, text=True, cwd=ROOT)
     assert unreadable.returncode == 0 and unreadable.stderr == ""  # the submission's fault: a report, 0 points
     assert "the notebook was not run: not a valid notebook (UnicodeDecodeError" in unreadable.stdout
@@ -237,7 +238,7 @@ def test_missing_data_stops_the_grader_before_any_kernel_starts(tmp_path, monkey
     monkeypatch.setattr(grade, "Runner", lambda *a, **k: pytest.fail("a kernel was started"))
     assert grade.main([str(write(toy_notebook("pass"), tmp_path)), "--no-sandbox"]) == 2
     error = capsys.readouterr().err
-    assert "coursekit.grade: error: the grader's data:" in error and "Traceback" not in error
+    assert "coursekit.grading.grade: error: the grader's data:" in error and "Traceback" not in error
     assert str(tmp_path / "empty") in error and "COURSEKIT_DATA" in error  # where it looked, and the fix
 
 
@@ -324,7 +325,7 @@ def test_reports_graded_elsewhere_merge_into_one_csv(tmp_path):
                   "tasks": [{"task": "data", "points": points, "max": 1, "feedback": "ok"}]}
         reports.append(tmp_path / f"{name}.json")
         reports[-1].write_text(json.dumps(report))
-    out = subprocess.run([sys.executable, "-m", "coursekit.grade", "--merge", *map(str, reports[::-1]),
+    out = subprocess.run([sys.executable, "-m", "coursekit.grading.grade", "--merge", *map(str, reports[::-1]),
                           "--csv", str(tmp_path / "grades.csv"), "--json", str(tmp_path / "all.json")],
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
@@ -333,10 +334,10 @@ def test_reports_graded_elsewhere_merge_into_one_csv(tmp_path):
         ("submissions/alice.ipynb", "1", "1"), ("submissions/bob.ipynb", "0", "0")]
     assert [r["notebook"] for r in json.loads((tmp_path / "all.json").read_text())] == [r["notebook"] for r in rows]
     (tmp_path / "broken.json").write_text("{")
-    bad = subprocess.run([sys.executable, "-m", "coursekit.grade", "--merge", str(tmp_path / "broken.json")],
+    bad = subprocess.run([sys.executable, "-m", "coursekit.grading.grade", "--merge", str(tmp_path / "broken.json")],
                          capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "not a readable report" in bad.stderr
     (tmp_path / "other.json").write_text('{"score": 3}')  # JSON, but no report
-    other = subprocess.run([sys.executable, "-m", "coursekit.grade", "--merge", str(tmp_path / "other.json")],
+    other = subprocess.run([sys.executable, "-m", "coursekit.grading.grade", "--merge", str(tmp_path / "other.json")],
                            capture_output=True, text=True, cwd=ROOT)
-    assert other.returncode == 2 and "not a report of python -m coursekit.grade" in other.stderr
+    assert other.returncode == 2 and "not a report of python -m coursekit.grading.grade" in other.stderr

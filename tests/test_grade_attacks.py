@@ -16,9 +16,10 @@ import nbformat
 import pytest
 import torch
 
-from coursekit import batch, grade, kernel, sandbox, scorers
+from coursekit import scorers
+from coursekit.grading import batch, grade, kernel, sandbox
 from coursekit.files import remove_tree
-from coursekit.reports import csv_row, printable
+from coursekit.grading.reports import csv_row, printable
 from test_grade import ROOT, first_tasks, needs_data, needs_sandbox, reading_task, toy_notebook, write
 
 # Fashion-MNIST's official files (shared/data/README.md): the test images must stay out of every kernel
@@ -99,7 +100,7 @@ def test_every_submission_ends_in_a_report_and_a_row_beside_an_honest_one(tmp_pa
     write(first_tasks(patchify=forge + first_tasks().cells[9].source), folder, "comms.ipynb")
     ansi = "\x1b[31mred\x1b]0;title\x07"
     write(first_tasks(), folder, f"{ansi}.ipynb")
-    done = subprocess.run([sys.executable, "-m", "coursekit.grade", str(folder), "--timeout", "120", "--csv", str(out)],
+    done = subprocess.run([sys.executable, "-m", "coursekit.grading.grade", str(folder), "--timeout", "120", "--csv", str(out)],
                           capture_output=True, text=True, timeout=1500, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     rows = {Path(r["notebook"]).stem: r for r in csv.DictReader(out.open())}
@@ -123,7 +124,7 @@ def test_the_graders_memory_stays_bounded_under_a_flood_of_comm_messages(tmp_pat
         first_tasks(data=flood + first_tasks().cells[5].source), tmp_path, "hostile.ipynb")
     peaks = {}
     for path in (honest, hostile):
-        measure = ("import resource, sys\nfrom coursekit import grade\n"
+        measure = ("import resource, sys\nfrom coursekit.grading import grade\n"
                    f"report = grade.grade({str(path)!r}, timeout=120, total=600)\n"
                    "print(report['score'], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
         done = subprocess.run([sys.executable, "-c", measure], capture_output=True, text=True, timeout=900, cwd=ROOT)
@@ -165,7 +166,7 @@ def test_an_answer_is_read_only_when_every_byte_is_bounded_before_reading(tmp_pa
 
 
 @needs_sandbox
-@pytest.mark.skipif(os.geteuid() != 0, reason="a kernel's cgroup needs root (README, 'Limits')")
+@pytest.mark.skipif(os.geteuid() != 0, reason="a kernel's cgroup needs root (docs/instructors.md, 'Limits')")
 def test_the_kernels_memory_limit_counts_shared_memory_and_its_tmpfs(tmp_path):
     memfd = ("import os\nfds = []\nfor _ in range(4):\n    fd = os.memfd_create('x')\n"
              "    os.write(fd, b'x' * (512 << 20))\n    fds.append(fd)\n")

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from coursekit import homework as hw
 from coursekit import scorers as sc
-from coursekit import tasks
+from coursekit.grading import tasks
 from coursekit import vitconfig as vc
 from coursekit.models import build_model
 
@@ -343,7 +343,7 @@ def test_score_attention_needs_a_misclassified_image_and_its_maps(tiny_vit_and_i
 def test_registry_is_complete_and_points_are_stated_in_the_notebook():
     import nbformat
 
-    from coursekit.release import SOLUTIONS
+    from coursekit.grading.release import SOLUTIONS
     assert list(tasks.TASKS) == list(hw.POINTS)
     for name, task in tasks.TASKS.items():
         assert task.title and task.points == hw.POINTS[name] > 0

@@ -94,10 +94,10 @@ def test_the_installed_wheel_loads_the_weights_and_runs_outside_the_repository(w
     env.update(COURSEKIT_FAST="1", MPLBACKEND="Agg", PYTHONNOUSERSITE="1", PIP_NO_INDEX="1")
     out = run([str(python), "-c", SCRIPT, str(env_dir)], cwd=elsewhere, env=env).stdout
     assert f"loaded {len(weights.SHIPPED)} weight files, hashes checked" in out and "explorer: image 0" in out
-    grade = run([str(python), "-m", "coursekit.grade", "--help"], cwd=elsewhere, env=env).stdout
-    assert grade.startswith("usage: python -m coursekit.grade")
+    grade = run([str(python), "-m", "coursekit.grading.grade", "--help"], cwd=elsewhere, env=env).stdout
+    assert grade.startswith("usage: python -m coursekit.grading.grade")
     # the release needs the instructor's repository, and says so rather than failing somewhere inside
-    release = subprocess.run([str(python), "-m", "coursekit.release", "--check"], cwd=elsewhere, env=env,
+    release = subprocess.run([str(python), "-m", "coursekit.grading.release", "--check"], cwd=elsewhere, env=env,
                              capture_output=True, text=True, timeout=120)
     assert release.returncode == 2 and "run the release in a clone" in release.stderr, release.stderr
     print(f"installed and run in {time.perf_counter() - start:.1f} s")

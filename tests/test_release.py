@@ -1,4 +1,4 @@
-"""The student edition (coursekit.release) and a folder of its blank homework graded by the grader.
+"""The student edition (coursekit.grading.release) and a folder of its blank homework graded by the grader.
 
 The release's copies of notebooks 01-03 and 05 are byte for byte the repository's, which nbval
 executes in fast mode; its one new notebook, the student homework, is executed by the grader here.
@@ -9,15 +9,16 @@ import csv
 import json
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from coursekit import release as rel
-from coursekit import tasks as registry
 from coursekit import weights
+from coursekit.grading import release as rel
+from coursekit.grading import tasks as registry
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDENT = ROOT / "notebooks" / rel.HOMEWORK
@@ -44,7 +45,7 @@ def test_strip_code_regions():
 
 def test_student_notebook_is_up_to_date_and_has_no_answers():
     assert STUDENT.read_text() == rel.render(rel.SOLUTIONS / rel.HOMEWORK), \
-        "the student notebook is out of date: run python -m coursekit.release --student"
+        "the student notebook is out of date: run python -m coursekit.grading.release --student"
     student = nbformat.read(STUDENT, as_version=4)
     text = "\n".join(c.source for c in student.cells)
     assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text
@@ -56,15 +57,18 @@ def test_student_notebook_is_up_to_date_and_has_no_answers():
 def test_the_edition_holds_no_answers(edition):
     files = {str(p.relative_to(edition)) for p in edition.rglob("*") if p.is_file()}
     assert f"notebooks/{rel.HOMEWORK}" in files and "coursekit/homework.py" in files and "README.md" in files
-    for grader in ("grade", "kernel", "batch", "collect", "sandbox", "tasks"):  # they compute what answers are checked against
-        assert f"coursekit/{grader}.py" not in files
+    assert not [f for f in files if f.startswith("coursekit/grading")]
+    setuptools = tomllib.loads((edition / "pyproject.toml").read_text())["tool"]["setuptools"]
+    for package in setuptools["packages"]:  # pip install -e . needs each folder it names
+        folder = setuptools.get("package-dir", {}).get(package, package.replace(".", "/"))
+        assert (edition / folder).is_dir(), f"the edition's pyproject.toml names {package}, which it lacks"  # the grader computes what answers are checked against
     code = "\n".join((edition / f).read_text() for f in files if f.startswith("coursekit/"))
     for helper in ("reference_patchify", "cost_ratio", "measure", "vit_confusion", "confusion_matrix",
                    "confusion_of", "flop_ratio", "FlopCounterMode"):
         assert f"def {helper}(" not in code and f"import {helper}" not in code, helper
     assert not [f for f in files if f.startswith("notebooks/solutions")]
     assert not [f for f in files if "homework_recipes" in f]
-    assert "coursekit/release.py" not in files and not [f for f in files if f.startswith("tests/")]
+    assert not [f for f in files if f.startswith("tests/")]
     common = rel.common_lines()
     assert rel.find_answers(edition, common=common) == []
     secrets = rel.answer_lines(common=common)
@@ -123,7 +127,7 @@ def test_a_folder_of_blank_homework_keeps_every_row(edition, tmp_path):
     killer = nbformat.read(edition / "notebooks" / rel.HOMEWORK, as_version=4)
     killer.cells.insert(0, nbformat.v4.new_code_cell(KILLER))
     nbformat.write(killer, folder / "mallory.ipynb")
-    command = [sys.executable, "-m", "coursekit.grade", str(folder), "--timeout", "120",
+    command = [sys.executable, "-m", "coursekit.grading.grade", str(folder), "--timeout", "120",
                "--csv", str(tmp_path / "grades.csv"), "--json", str(tmp_path / "all.json")]
     out = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert out.returncode == 0, out.stderr

@@ -23,10 +23,10 @@ import nbformat
 import pytest
 import torch
 
-from coursekit import sandbox
+from coursekit.grading import sandbox
 from coursekit.feedback import show
 from coursekit.config import cache_dir
-from coursekit import grade, kernel
+from coursekit.grading import grade, kernel
 from test_grade import SOLUTION, first_tasks, needs_data, needs_sandbox, reading_task, toy_notebook, write
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,18 +35,18 @@ ATTACK = r'''
 import os, socket, subprocess, sys, pathlib
 loot = []
 try:
-    from coursekit.tasks import flop_ratio  # the grader's registry computes the answers
+    from coursekit.grading.tasks import flop_ratio  # the grader's registry computes the answers
     loot.append("imported the registry")
 except ImportError as e:
     loot.append(type(e).__name__)
 try:  # its bytecode, which the .py files' masks do not cover
     import glob, importlib.machinery
-    pyc = glob.glob("{package}/__pycache__/tasks.*.pyc")[0]
-    importlib.machinery.SourcelessFileLoader("coursekit.tasks", pyc).load_module().flop_ratio
+    pyc = glob.glob("{package}/grading/__pycache__/tasks.*.pyc")[0]
+    importlib.machinery.SourcelessFileLoader("coursekit.grading.tasks", pyc).load_module().flop_ratio
     loot.append("loaded the registry's bytecode")
 except Exception as e:
     loot.append(type(e).__name__)
-for target in ("{package}/scorers.py", "{package}/maps.py", "{csv}", "{cache}/poison.pt"):
+for target in ("{package}/scorers.py", "{package}/grading/grade.py", "{csv}", "{cache}/poison.pt"):
     try:
         with open(target, "a") as f:
             f.write("\nraise SystemExit('pwned')\n")
@@ -80,7 +80,8 @@ print(loot_text)
 
 
 def digest(folder: Path, pattern: str = "*") -> dict:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob(pattern)) if p.is_file()}
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.glob(pattern)) if p.is_file()}
 
 
 def sandbox_processes() -> list[str]:
@@ -129,24 +130,25 @@ def test_a_hostile_submission_changes_nothing_outside_its_sandbox(tmp_path, list
     csv_path, json_path = out / "grades.csv", out / "grades.json"
     write(first_tasks(), folder, "alice.ipynb")
     write(first_tasks(), folder, "bob.ipynb")
-    package = Path(sandbox.__file__).parent
-    pyc = Path(importlib.util.cache_from_source(str(package / "tasks.py")))
+    package = Path(sandbox.__file__).parent.parent  # coursekit, its grader in coursekit/grading
+    registry = package / "grading" / "tasks.py"
+    pyc = Path(importlib.util.cache_from_source(str(registry)))
     made_pyc = not pyc.exists()  # the registry's bytecode, as a grader that may write bytecode has it
-    py_compile.compile(str(package / "tasks.py"), cfile=str(pyc), doraise=True)
+    py_compile.compile(str(registry), cfile=str(pyc), doraise=True)
     request.addfinalizer(lambda: made_pyc and pyc.unlink(missing_ok=True))
     attack = ATTACK.format(package=package, csv=csv_path, cache=cache_dir(), solution=SOLUTION,
                            other=folder / "alice.ipynb", port=port)
     mallory = first_tasks(config=f"vit_config = dict(patch_size=7)\n{attack}\nn_patches = loot_text")
     write(mallory, folder, "mallory.ipynb")
-    before = {"package": digest(package, "*.py"), "cache": digest(cache_dir()) if cache_dir().exists() else {},
+    before = {"package": digest(package, "**/*.py"), "cache": digest(cache_dir()) if cache_dir().exists() else {},
               "others": digest(folder, "[ab]*.ipynb")}
     env = dict(os.environ, COURSEKIT_TEST_SECRET=SECRET)
-    workers = "2" if os.geteuid() == 0 else "1"  # a user other than root grades one at a time (README)
-    command = [sys.executable, "-m", "coursekit.grade", str(folder), "--workers", workers, "--timeout", "120",
+    workers = "2" if os.geteuid() == 0 else "1"  # a user other than root grades one at a time (docs/instructors.md)
+    command = [sys.executable, "-m", "coursekit.grading.grade", str(folder), "--workers", workers, "--timeout", "120",
                "--csv", str(csv_path), "--json", str(json_path)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT, env=env)
     assert done.returncode == 0, done.stderr
-    assert digest(package, "*.py") == before["package"], "the grader's code was changed"
+    assert digest(package, "**/*.py") == before["package"], "the grader's code was changed"
     assert (digest(cache_dir()) if cache_dir().exists() else {}) == before["cache"], "the data cache was changed"
     assert digest(folder, "[ab]*.ipynb") == before["others"]
     assert sandbox_processes() == [], "a process of the sandbox outlived its kernel"
@@ -166,7 +168,7 @@ def test_a_hostile_submission_changes_nothing_outside_its_sandbox(tmp_path, list
 
 @needs_data
 @needs_sandbox
-@pytest.mark.skipif(os.geteuid() != 0, reason="a user other than root grades one submission at a time (README)")
+@pytest.mark.skipif(os.geteuid() != 0, reason="a user other than root grades one submission at a time (docs/instructors.md)")
 def test_grading_two_at_a_time_gives_the_reports_of_grading_one_at_a_time(tmp_path):
     folder = tmp_path / "submissions"
     folder.mkdir()
@@ -176,7 +178,7 @@ def test_grading_two_at_a_time_gives_the_reports_of_grading_one_at_a_time(tmp_pa
     points = {}
     for workers in (1, 2):
         report = tmp_path / f"workers-{workers}.json"
-        command = [sys.executable, "-m", "coursekit.grade", str(folder), "--workers", str(workers), "--timeout", "120",
+        command = [sys.executable, "-m", "coursekit.grading.grade", str(folder), "--workers", str(workers), "--timeout", "120",
                    "--csv", str(tmp_path / f"workers-{workers}.csv"), "--json", str(report)]
         done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
         assert done.returncode == 0, done.stderr
@@ -189,7 +191,7 @@ def test_grading_two_at_a_time_gives_the_reports_of_grading_one_at_a_time(tmp_pa
 def test_without_a_sandbox_the_grader_refuses_and_names_the_way_out(tmp_path, monkeypatch):
     monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
     assert "bwrap, prlimit" in sandbox.problem() and "apt-get install bubblewrap" in sandbox.problem()
-    from coursekit import grade
+    from coursekit.grading import grade
 
     path = write(nbformat.v4.new_notebook(), tmp_path)
     assert grade.main([str(path)]) == 2
@@ -241,7 +243,7 @@ def test_a_flood_of_output_and_a_giant_message_do_not_stop_grading(tmp_path):
 
 
 @needs_sandbox
-@pytest.mark.skipif(os.geteuid() != 0, reason="as a user, the kernel owns its sockets' folder (README)")
+@pytest.mark.skipif(os.geteuid() != 0, reason="as a user, the kernel owns its sockets' folder (docs/instructors.md)")
 def test_a_kernel_can_make_no_file_beside_its_sockets_and_has_a_uid_of_its_own(tmp_path):
     tasks, seen = reading_task(
         'import os\nfrom ipykernel.connect import get_connection_file\nfolder = os.path.dirname(get_connection_file())\n'
@@ -251,7 +253,7 @@ def test_a_kernel_can_make_no_file_beside_its_sockets_and_has_a_uid_of_its_own(t
     report = grade.grade(write(toy_notebook("pass"), tmp_path), timeout=60, total=120, tasks=tasks)
     assert report["tasks"][0]["points"] == 1 and seen["made"] == "PermissionError"
     assert seen["uid"] == sandbox.kernel_uid() == sandbox.UID_BASE + os.getpid()
-    other = subprocess.run([sys.executable, "-c", "from coursekit import sandbox; print(sandbox.kernel_uid())"],
+    other = subprocess.run([sys.executable, "-c", "from coursekit.grading import sandbox; print(sandbox.kernel_uid())"],
                            capture_output=True, text=True, cwd=ROOT, check=True)
     assert int(other.stdout) != seen["uid"]  # another grader at the same time: another user
     assert str(seen["uid"]) not in Path("/etc/passwd").read_text()

@@ -62,6 +62,27 @@ def test_evaluate_matches_the_closed_form():
     assert scores["loss"] == pytest.approx((3 * -math.log(0.75) - math.log(0.25)) / 4)
 
 
+def test_eval_mode_restores_each_modules_own_flag_even_after_an_error():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5), nn.BatchNorm1d(2))
+    model[1].eval()  # a mixed model: one module already in eval mode
+    with pytest.raises(RuntimeError), train.eval_mode(model):
+        assert not any(m.training for m in model.modules())
+        raise RuntimeError("the block fails")
+    assert [m.training for m in model.modules()] == [True, True, False, True]
+
+
+def test_evaluate_leaves_the_training_flags_as_they_were():
+    model = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(1, 2))
+    loader = DataLoader(TensorDataset(torch.zeros(4, 1), torch.zeros(4, dtype=torch.long)), batch_size=2)
+    seen = []
+    model.register_forward_hook(lambda module, args, out: seen.append(module[1].training))
+    evaluate(model, loader)
+    assert seen == [False, False] and model.training and model[1].training
+    model.eval()
+    evaluate(model, loader)
+    assert not model.training
+
+
 class InterruptAt:
     """Wraps a loader and raises KeyboardInterrupt (Ctrl-C) at batch ``batch`` of epoch ``epoch``."""
 

@@ -5,10 +5,10 @@ what the answers are checked against (operation counts, the confusion matrix of 
 accuracies on the test set read from the raw files).
 
 Each task is one entry of :data:`TASKS`: its title, whether it is graded by hand, the snippet the
-grader runs in the submission's kernel to collect the raw answer (see :mod:`coursekit.collect`),
+grader runs in the submission's kernel to collect the raw answer (see :mod:`coursekit.grading.collect`),
 and the function that scores that answer with :mod:`coursekit.scorers` (the config task with
 :mod:`coursekit.vitconfig`); its points live in :data:`coursekit.homework.POINTS`. The grader
-(:mod:`coursekit.grade`) knows no task by name: adding a task is one entry here and one in
+(:mod:`coursekit.grading.grade`) knows no task by name: adding a task is one entry here and one in
 ``POINTS``, plus its cells in the notebook.
 """
 
@@ -23,24 +23,24 @@ from typing import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import homework as hw
-from .bench import count_parameters
-from .config import data_root, fast_or
-from .data import get_dataset, split_indices
-from .feedback import credit
-from .models import build_model
-from .scorers import (patchify_cases, score_attention, score_comparison, score_confusion, score_cost, score_data,
+from .. import homework as hw
+from ..bench import count_parameters
+from ..config import data_root, fast_or
+from ..data import get_dataset, split_indices
+from ..feedback import credit
+from ..models import build_model
+from ..scorers import (patchify_cases, score_attention, score_comparison, score_confusion, score_cost, score_data,
                       score_patchify, score_training)
-from .tensordata import TensorLoader, load_split
-from .train import evaluate
-from .vitconfig import DATASET, SIDE, score_config, vit_problem
+from ..tensordata import TensorLoader, load_split
+from ..train import evaluate
+from ..vitconfig import DATASET, SIDE, score_config, vit_problem
 
 
 @dataclass(frozen=True)
 class Task:
     """One homework task, everything the grader needs about it in one place.
 
-    collect: Python run in the submission's kernel (see :mod:`coursekit.collect`): it sets ``_out``
+    collect: Python run in the submission's kernel (see :mod:`coursekit.grading.collect`): it sets ``_out``
         to a dict of plain data, with ``_answer(name, call=None)`` to read a learner's variable and
         ``_inputs`` holding what ``inputs()`` returned.
     score: ``(answer, inputs, context: Context) -> {"credit", "feedback"}`` in the grader's process.

@@ -1,11 +1,11 @@
 """A submission's kernel, as the grader drives it: cells run one by one, limits, restarts, answers read back.
 
-:class:`Runner` starts a kernel (in the sandbox of :mod:`coursekit.sandbox`, or unsandboxed when
+:class:`Runner` starts a kernel (in the sandbox of :mod:`coursekit.grading.sandbox`, or unsandboxed when
 told) and runs one cell at a time with a time limit per cell and one for the whole notebook. A cell
 over its limit is interrupted; a kernel that does not stop, or dies, is replaced by a fresh one that
 runs again every cell that had worked, so later tasks still run. Only a cell's errors are kept:
 what it prints or shows is never graded. :func:`read_answer` reads the file in which the kernel
-hands an answer over, as plain data only. What to run and how to score it is :mod:`coursekit.grade`'s.
+hands an answer over, as plain data only. What to run and how to score it is :mod:`coursekit.grading.grade`'s.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from nbclient.exceptions import CellExecutionComplete, CellTimeoutError, DeadKer
 from nbclient.util import run_sync
 
 from . import sandbox
-from .config import DATA_ENV
+from ..config import DATA_ENV
 
 MAX_ANSWER_BYTES = 256 * 2**20  # a handed-over answer larger than this is refused
 MAX_PICKLE_BYTES = 8 * 2**20  # its pickle (all but the tensors' bytes): a ViT's state dict needs a few KB
 
-_QUIET = logging.getLogger("coursekit.grade.kernel")  # nbclient's timeout messages: the report says it
+_QUIET = logging.getLogger("coursekit.grading.kernel")  # nbclient's timeout messages: the report says it
 _QUIET.setLevel(logging.CRITICAL)
 
 
@@ -63,7 +63,7 @@ def _error_of(cell) -> str | None:
 class Runner:
     """Executes cells one by one in a kernel of its own, with per-cell and total limits.
 
-    limits: the sandbox's (:class:`coursekit.sandbox.Limits`), or None to run the kernel unsandboxed
+    limits: the sandbox's (:class:`coursekit.grading.sandbox.Limits`), or None to run the kernel unsandboxed
     with environment ``env``. data: the data folder the kernel reads (its ``COURSEKIT_DATA``).
     """
 

@@ -1,7 +1,7 @@
 """Grade a folder of submissions: a worker process each, ``--workers`` at once, one CSV row each.
 
-``python -m coursekit.grade FOLDER`` lands here. Each submission is graded by
-``python -m coursekit.grade FILE --json REPORT`` in a process of its own session, whose sandboxed
+``python -m coursekit.grading.grade FOLDER`` lands here. Each submission is graded by
+``python -m coursekit.grading.grade FILE --json REPORT`` in a process of its own session, whose sandboxed
 kernel runs in yet another: a submission can stop only its own worker, and its row records that.
 With ``--workers N``, N submissions are graded at once, each kernel with ``--threads`` threads
 (default 1, whatever N is: training's numbers depend on the thread count) and its own memory limit
@@ -13,8 +13,8 @@ atomically after every submission in the order of the file names, so a batch sto
 keeps every finished row. A rerun skips the submissions the CSV already holds with a score, grades
 again those whose row ended in an error, and with ``--regrade`` grades them all.
 
-Beyond one machine: grade each file with ``python -m coursekit.grade FILE --json REPORT`` wherever
-you like, then ``python -m coursekit.grade --merge REPORT ... --csv grades.csv`` (README).
+Beyond one machine: grade each file with ``python -m coursekit.grading.grade FILE --json REPORT`` wherever
+you like, then ``python -m coursekit.grading.grade --merge REPORT ... --csv grades.csv`` (docs/instructors.md).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from . import sandbox
-from .config import child_environment
-from .files import remove_tree
+from ..config import child_environment
+from ..files import remove_tree
 from .reports import GradeError, csv_row, finished, format_report, printable, write_reports
 
 def limits_from(args) -> sandbox.Limits | None:
@@ -45,7 +45,7 @@ def limits_from(args) -> sandbox.Limits | None:
 
 def _worker_command(path: Path, out: Path, args) -> list[str]:
     limits = limits_from(args)
-    command = [sys.executable, "-m", "coursekit.grade", str(path), "--json", str(out),
+    command = [sys.executable, "-m", "coursekit.grading.grade", str(path), "--json", str(out),
                "--timeout", str(args.timeout), "--total", str(args.total)]
     if limits is None:
         return command + ["--no-sandbox"]

@@ -1,7 +1,7 @@
 """What grading produced, for people and spreadsheets: the report as text, one CSV row per
 submission, the CSV and JSON files of a class (written atomically), and reports merged from elsewhere.
 
-A report is the dict :func:`coursekit.grade.grade` returns: ``{"notebook", "score", "max_score",
+A report is the dict :func:`coursekit.grading.grade.grade` returns: ``{"notebook", "score", "max_score",
 "pending", "tasks": [{"task", "points", "max", "feedback", ...}]}``, or ``{"notebook", "error"}`` when
 a submission could not be graded.
 """
@@ -13,7 +13,7 @@ import io
 import json
 from pathlib import Path
 
-from .files import save_atomically
+from ..files import save_atomically
 from .tasks import TASKS
 
 
@@ -83,7 +83,7 @@ def finished(csv_path: Path, json_path: Path | None) -> tuple[dict, dict]:
 
 
 def merge_reports(paths: list[Path], csv_path: Path, json_path=None) -> None:
-    """One CSV (and JSON list) from reports written by ``python -m coursekit.grade FILE --json REPORT``."""
+    """One CSV (and JSON list) from reports written by ``python -m coursekit.grading.grade FILE --json REPORT``."""
     reports = {}
     for path in paths:
         try:
@@ -92,7 +92,7 @@ def merge_reports(paths: list[Path], csv_path: Path, json_path=None) -> None:
             raise GradeError(f"{path}: not a readable report ({error})") from None
         for r in report if isinstance(report, list) else [report]:
             if not isinstance(r, dict) or not isinstance(r.get("notebook"), str):
-                raise GradeError(f"{path}: not a report of python -m coursekit.grade (no 'notebook' in it)")
+                raise GradeError(f"{path}: not a report of python -m coursekit.grading.grade (no 'notebook' in it)")
             reports[r["notebook"]] = r
     write_reports({k: csv_row(r) for k, r in reports.items()}, reports, csv_path, Path(json_path) if json_path else None)
     print(f"{len(reports)} rows in {csv_path}")

@@ -1,10 +1,10 @@
 """What the grader runs inside a submission's kernel: hand each task's raw answer over as plain data.
 
 It knows no task by name: each task's snippet lives in the registry
-(:data:`coursekit.tasks.TASKS`). The injected code loads the grader's inputs, runs the snippet
+(:data:`coursekit.grading.tasks.TASKS`). The injected code loads the grader's inputs, runs the snippet
 (which calls the learner's function or reads the learner's variable), turns the answer into
 tensors, numbers, strings, lists and dicts (what ``torch.load(weights_only=True)`` reads back),
-saves it to a file the grader chose, and removes itself from the kernel. No points are computed in the kernel: :mod:`coursekit.grade` scores the
+saves it to a file the grader chose, and removes itself from the kernel. No points are computed in the kernel: :mod:`coursekit.grading.grade` scores the
 answers in its own process.
 """
 
@@ -47,7 +47,7 @@ def collector_source(snippet: str, inputs_path: str, out_path: str) -> str:
     """The code injected after a task: load the grader's inputs, run ``snippet`` (it sets ``_out``),
     save ``_out`` for the grader, and leave no name behind in the kernel.
 
-    snippet: a task's ``collect`` code from :data:`coursekit.tasks.TASKS`; it may use
+    snippet: a task's ``collect`` code from :data:`coursekit.grading.tasks.TASKS`; it may use
     ``_answer(name, call=None)`` and ``_inputs``.
     """
     body = _PRELUDE + "\n" + snippet + f"\ntorch.save(_out, {out_path!r})"  # torch: imported below

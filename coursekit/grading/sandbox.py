@@ -1,11 +1,11 @@
 """The sandbox a submission's kernel runs in: bubblewrap, an unprivileged user, no network, limits.
 
-The grader (:mod:`coursekit.grade`) starts every kernel through :class:`SandboxedKernelManager`. Inside
+The grader (:mod:`coursekit.grading.grade`) starts every kernel through :class:`SandboxedKernelManager`. Inside
 the sandbox the kernel sees:
 
 - read-only: the system folders (``/usr``, ``/etc``, ...), the Python installation and its
   site-packages, the ``coursekit`` package, and the data folder the grader made for it (the training
-  images, no test image: :func:`coursekit.tasks.make_kernel_data`); nothing else of the host (no home
+  images, no test image: :func:`coursekit.grading.tasks.make_kernel_data`); nothing else of the host (no home
   folder, no repository, no other submission, no grades);
 - writable and private, gone when the kernel stops: its work folder ``/home/student``, ``/tmp`` and
   ``/dev/shm``, each a size-limited tmpfs, and the folder of its own connection sockets;
@@ -43,13 +43,11 @@ from pathlib import Path
 import zmq
 from jupyter_client.manager import AsyncKernelManager
 
-from .config import CACHE_ENV, DATA_ENV, FAST_ENV, is_fast
+from ..config import CACHE_ENV, DATA_ENV, FAST_ENV, is_fast
 
 NOBODY = 65534  # the user a kernel runs as in a user namespace (the grader not run as root)
 UID_BASE = 1_900_000_000  # as root: a kernel's user id is this plus the grading process's PID
 HOME = "/home/student"  # the kernel's private work folder
-GRADER_ONLY = ("grade.py", "kernel.py", "batch.py", "reports.py", "collect.py", "sandbox.py", "tasks.py",
-               "release.py")  # not for kernels
 SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/etc")  # read-only, where they exist
 
 
@@ -207,7 +205,7 @@ def command(argv: list[str], sockets: Path, limits: Limits, env: dict, data: Pat
     """``argv`` (the kernel's command) wrapped in bubblewrap, limits and a drop to the sandbox user.
 
     sockets: the one host folder the kernel may write (its connection file and Unix sockets), bound
-    at the same path; data: the data folder it may read (the grader's, :func:`coursekit.tasks.make_kernel_data`).
+    at the same path; data: the data folder it may read (the grader's, :func:`coursekit.grading.tasks.make_kernel_data`).
     caged: it will run in a :class:`Cage`, whose memory limit replaces the
     address-space limit.
     """
@@ -230,12 +228,8 @@ def command(argv: list[str], sockets: Path, limits: Limits, env: dict, data: Pat
     cmd += ["--size", size, "--perms", "0777", "--tmpfs", HOME]
     for path in readonly:
         cmd += ["--ro-bind", str(path), str(path)]
-    package = Path(coursekit.__file__).parent.resolve()
-    for module in GRADER_ONLY:  # the grader's own modules read as empty files: nothing to import
-        if (package / module).exists():
-            cmd += ["--ro-bind", "/dev/null", str(package / module)]
-    if (package / "__pycache__").is_dir():  # nor their bytecode: an empty, read-only folder instead
-        cmd += ["--perms", "0555", "--tmpfs", str(package / "__pycache__")]
+    grader = Path(__file__).parent.resolve()  # this folder, coursekit/grading: its code and its bytecode
+    cmd += ["--perms", "0555", "--tmpfs", str(grader)]  # an empty, read-only folder: nothing to import
     cmd += ["--bind", str(sockets), str(sockets), "--chdir", HOME, "--clearenv"]
     for key, value in env.items():
         cmd += ["--setenv", key, value]
@@ -253,7 +247,7 @@ def problem() -> str | None:
     """Why no sandbox can run here (None when one can): a missing program, or namespaces refused."""
     if not sys.platform.startswith("linux"):
         return (f"the sandbox needs Linux (bubblewrap); this is {sys.platform}: grade inside a Linux "
-                "container (README, 'Grading on macOS or Windows')")
+                "container (docs/instructors.md, 'On macOS or Windows')")
     needed = ["bwrap", "prlimit"] + (["setpriv"] if os.geteuid() == 0 else [])
     missing = [p for p in needed if shutil.which(p) is None]
     if missing:

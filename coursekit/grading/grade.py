@@ -2,30 +2,30 @@
 
 Usage::
 
-    python -m coursekit.grade SUBMISSION.ipynb [--json REPORT.json] [--timeout 1800] [--total 3600]
-    python -m coursekit.grade FOLDER [--csv grades.csv] [--json all.json] [--workers 2] [--regrade]
-    python -m coursekit.grade --merge REPORT.json ... --csv grades.csv   # reports graded elsewhere
+    python -m coursekit.grading.grade SUBMISSION.ipynb [--json REPORT.json] [--timeout 1800] [--total 3600]
+    python -m coursekit.grading.grade FOLDER [--csv grades.csv] [--json all.json] [--workers 2] [--regrade]
+    python -m coursekit.grading.grade --merge REPORT.json ... --csv grades.csv   # reports graded elsewhere
 
 The student edition of the course (with the homework made from the reference solution) is
-written by ``python -m coursekit.release OUT``; it holds neither this grader nor its task registry.
+written by ``python -m coursekit.grading.release OUT``; it holds neither this grader nor its task registry.
 
 How it stays fair:
 
-- Every kernel runs in a sandbox (:mod:`coursekit.sandbox`): an unprivileged user, no network, its
+- Every kernel runs in a sandbox (:mod:`coursekit.grading.sandbox`): an unprivileged user, no network, its
   own PID namespace, a read-only view of Python, ``coursekit`` and the data only, private writable
   folders, limits on memory, processes and file size; nothing it starts outlives it. Without a
   working sandbox the grader refuses, unless told ``--no-sandbox`` (then a submission can do
   anything the grader's user can).
 - The submission runs on an in-memory copy; the file is only read. Every cell has a time limit
   (``--timeout``); a cell over it is interrupted (the kernel is restarted if it does not stop) and
-  the notebook goes on; ``--total`` caps the whole run (:mod:`coursekit.kernel`).
+  the notebook goes on; ``--total`` caps the whole run (:mod:`coursekit.grading.kernel`).
 - The grader knows no task by name. Task cells are found by their metadata
   ``{"coursekit": {"task": ...}}`` and everything else about a task (points, collect snippet,
-  scorer) comes from the registry :data:`coursekit.tasks.TASKS`, imported with everything it
+  scorer) comes from the registry :data:`coursekit.grading.tasks.TASKS`, imported with everything it
   scores with before the first kernel starts. A task whose cell raises or times out gets zero;
   later tasks are still run and graded.
 - Points are never read from the kernel. After each task's last cell the grader injects the task's
-  collect snippet (:mod:`coursekit.collect`), which only hands over the raw answer through a file
+  collect snippet (:mod:`coursekit.grading.collect`), which only hands over the raw answer through a file
   with a random name, loaded with ``torch.load(weights_only=True)``, and scores it here against
   what the grader computes itself (the test set from the raw files, operation counts): redefining
   the checks in the notebook changes nothing, and no score depends on time or machine load.
@@ -49,12 +49,12 @@ import nbformat
 import torch
 
 from . import batch
-from . import homework as hw
+from .. import homework as hw
 from . import reports, sandbox
 from .collect import collector_source
-from .config import child_environment, is_fast
-from .feedback import credit, show
-from .files import remove_tree, save_atomically
+from ..config import child_environment, is_fast
+from ..feedback import credit, show
+from ..files import remove_tree, save_atomically
 from .kernel import Runner, read_answer
 from .reports import GradeError, format_report, printable
 from .tasks import TASKS, Context, Task, check_data, make_kernel_data
@@ -106,7 +106,7 @@ def grade(path, timeout: float = 1800, total: float = 3600, tasks: dict | None =
           env: dict | None = None, limits: sandbox.Limits | None = sandbox.Limits()) -> dict:
     """Grade one submission: ``{"notebook", "score", "max_score", "pending", "tasks": [...]}``.
 
-    tasks: the registry (default :data:`coursekit.tasks.TASKS`); limits: the sandbox's, or None for
+    tasks: the registry (default :data:`coursekit.grading.tasks.TASKS`); limits: the sandbox's, or None for
     an unsandboxed kernel whose environment is ``env`` (default :func:`coursekit.config.child_environment`). This process's
     own ``os.environ`` is not changed.
     """
@@ -231,7 +231,7 @@ NO_SANDBOX_WARNING = ("--no-sandbox: each submission runs with your user's right
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m coursekit.grade", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m coursekit.grading.grade", description=__doc__.split("\n")[0])
     parser.add_argument("notebook", nargs="+", help="a submitted .ipynb, or a folder of them "
                                                     "(with --merge: JSON reports)")
     parser.add_argument("--json", help="write the report(s) as JSON to this file")
@@ -262,7 +262,7 @@ def main(argv=None) -> int:
             raise GradeError("give one notebook or one folder (or --merge with several reports)")
         target = Path(args.notebook[0])
         if args.no_sandbox:
-            print(f"coursekit.grade: warning: {NO_SANDBOX_WARNING}", file=sys.stderr)
+            print(f"coursekit.grading.grade: warning: {NO_SANDBOX_WARNING}", file=sys.stderr)
         elif why := sandbox.problem():
             raise GradeError(f"no sandbox for the submissions' kernels: {why}. Grade inside a Linux "
                              f"container that has bubblewrap, or pass --no-sandbox ({NO_SANDBOX_WARNING})")
@@ -280,7 +280,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(limits.threads if limits else torch.get_num_threads())
         report = grade(target, args.timeout, args.total, limits=limits)
     except GradeError as error:
-        print(f"coursekit.grade: error: {printable(error)}", file=sys.stderr)
+        print(f"coursekit.grading.grade: error: {printable(error)}", file=sys.stderr)
         return 2
     print(format_report(report))
     if args.json:

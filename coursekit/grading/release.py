@@ -2,12 +2,12 @@
 
 Usage::
 
-    python -m coursekit.release OUT          # writes the folder OUT/ and the archive OUT.zip
-    python -m coursekit.release --student    # only regenerate notebooks/04_... from its solution
-    python -m coursekit.release --check      # exit 1 if the committed student notebook is stale
+    python -m coursekit.grading.release OUT          # writes the folder OUT/ and the archive OUT.zip
+    python -m coursekit.grading.release --student    # only regenerate notebooks/04_... from its solution
+    python -m coursekit.grading.release --check      # exit 1 if the committed student notebook is stale
 
 The repository is the source of truth and holds the answers: the reference solution in
-``notebooks/solutions/``, the recipe search in ``benchmarks/``, measured results in README.md.
+``notebooks/solutions/``, the recipe search in ``benchmarks/``, measured results in docs/.
 The release copies what students need (the notebooks with the student homework, ``coursekit``
 with its in-notebook checks, the figures, the benchmarks, the install files, the trained weights of
 notebooks 03 and 05 (the homework ships none: they would be an answer)) and leaves the rest
@@ -35,16 +35,15 @@ from pathlib import Path
 
 import nbformat
 
-from .homework import ANSWER_PLACEHOLDER
-from .sandbox import GRADER_ONLY
+from ..homework import ANSWER_PLACEHOLDER
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SOLUTIONS = ROOT / "notebooks" / "solutions"
 HOMEWORK = "04_fashion_mnist_homework.ipynb"
 COPIED = ["README.md", "requirements.txt", "pyproject.toml", "conftest.py", ".gitignore",
           "coursekit/*.py", "notebooks/*.ipynb", "imgs/*", "benchmarks/*.py", "benchmarks/results/*",
           "weights/03_*.safetensors", "weights/05_*.safetensors"]  # notebooks 03 and 05 only: never the homework's
-LEFT_OUT = [*(f"coursekit/{module}" for module in GRADER_ONLY), "benchmarks/grade_workers.py",
+LEFT_OUT = ["coursekit/grading/*", "benchmarks/grade_workers.py",
             "notebooks/solutions/*", "benchmarks/homework_recipes*", "benchmarks/results/homework_recipes_*",
             "benchmarks/test_set_attack.py", "benchmarks/results/test_set_attack*"]
 MARKDOWN_ANSWER = re.compile(r"<!-- BEGIN SOLUTION -->.*?<!-- END SOLUTION -->", re.S)
@@ -148,6 +147,14 @@ def find_answers(folder, solutions=SOLUTIONS, common=frozenset()) -> list[str]:
     return found
 
 
+def student_pyproject(text: str) -> str:
+    """pyproject.toml without the grader's package, which the edition does not hold (else pip fails)."""
+    entry = '"coursekit.grading", '
+    if text.count(entry) != 1:
+        raise ReleaseError(f"pyproject.toml: expected {entry!r} once in its packages; update student_pyproject")
+    return text.replace(entry, "")
+
+
 def files_to_copy(root=ROOT) -> list[Path]:
     """The repository files (relative paths) that go into the student edition."""
     root = Path(root)
@@ -172,6 +179,8 @@ def release(out, root=ROOT, archive: bool = True) -> Path:
     for solution in solutions.glob("*.ipynb"):  # the student homework, fresh from its solution
         (out / "notebooks" / solution.name).write_text(render(solution))
     (out / "README.md").write_text(student_readme((root / "README.md").read_text()))
+    if (out / "pyproject.toml").exists():
+        (out / "pyproject.toml").write_text(student_pyproject((out / "pyproject.toml").read_text()))
     leaked = find_answers(out, solutions, common_lines(root))
     if leaked:
         shutil.rmtree(out)
@@ -182,7 +191,7 @@ def release(out, root=ROOT, archive: bool = True) -> Path:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m coursekit.release", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m coursekit.grading.release", description=__doc__.split("\n")[0])
     parser.add_argument("out", nargs="?", help="the folder to write (it must not exist, or be empty)")
     parser.add_argument("--no-zip", action="store_true", help="write the folder only")
     parser.add_argument("--student", action="store_true",
@@ -191,7 +200,7 @@ def main(argv=None) -> int:
                         help="only compare the committed student notebook; exit 1 when it is out of date")
     args = parser.parse_args(argv)
     if not SOLUTIONS.is_dir():  # an installed coursekit (a wheel) lies in site-packages, not in the course
-        print(f"coursekit.release: error: {SOLUTIONS}: not found; run the release in a clone of the "
+        print(f"coursekit.grading.release: error: {SOLUTIONS}: not found; run the release in a clone of the "
               "instructor's repository, whose coursekit/ lies beside notebooks/ (pip install -e .)",
               file=sys.stderr)
         return 2
@@ -200,18 +209,18 @@ def main(argv=None) -> int:
         text = render(SOLUTIONS / HOMEWORK)
     if args.check:
         fresh = target.exists() and target.read_text() == text
-        print(f"{target}: {'up to date' if fresh else 'OUT OF DATE: run python -m coursekit.release --student'}")
+        print(f"{target}: {'up to date' if fresh else 'OUT OF DATE: run python -m coursekit.grading.release --student'}")
         return 0 if fresh else 1
     if args.student:
         target.write_text(text)
         print(f"wrote {target}")
         return 0
     if not args.out:
-        parser.error("give the folder to write, e.g. python -m coursekit.release ../student-edition")
+        parser.error("give the folder to write, e.g. python -m coursekit.grading.release ../student-edition")
     try:
         out = release(args.out, archive=not args.no_zip)
     except ReleaseError as error:
-        print(f"coursekit.release: error: {error}", file=sys.stderr)
+        print(f"coursekit.grading.release: error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {out}/" + ("" if args.no_zip else f" and {out}.zip"))
     return 0
