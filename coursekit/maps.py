@@ -28,15 +28,17 @@ def _attention_layers(model: nn.Module) -> list[nn.Module]:
     return layers
 
 
-def _weights_module(layer: nn.Module) -> nn.Module:
+def _weights_module(layer: nn.Module, reattention: bool = True) -> nn.Module:
     # ViT: the softmax output multiplies v (dropout is off in eval mode).
-    # DeepViT: the softmax weights are mixed across heads and normalized ("re-attention");
-    # the output of that norm is what multiplies v, so it is what we record.
-    return layer.reattn_norm if isinstance(layer, deepvit.Attention) else layer.attend
+    # DeepViT: the softmax weights (its dropout's input and output, in eval mode) are mixed across
+    # heads and normalized ("re-attention"); the output of that norm is what multiplies v.
+    if isinstance(layer, deepvit.Attention):
+        return layer.reattn_norm if reattention else layer.dropout
+    return layer.attend
 
 
 @contextlib.contextmanager
-def _recorded_attention(model: nn.Module, images: torch.Tensor):
+def _recorded_attention(model: nn.Module, images: torch.Tensor, reattention: bool = True):
     """Within the block, ``model`` is in eval mode and every attention layer's weights are recorded.
 
     Yields ``(records, images)``: a list that the forward pass fills with one weights tensor
@@ -58,7 +60,7 @@ def _recorded_attention(model: nn.Module, images: torch.Tensor):
     with eval_mode(model):
         handles = []
         try:
-            handles = [_weights_module(layer).register_forward_hook(recorder(i))
+            handles = [_weights_module(layer, reattention).register_forward_hook(recorder(i))
                        for i, layer in enumerate(layers)]
             yield records, images.to(next(model.parameters()).device)
         finally:
@@ -66,19 +68,19 @@ def _recorded_attention(model: nn.Module, images: torch.Tensor):
                 handle.remove()
 
 
-
 @torch.no_grad()
-def attention_maps(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+def attention_maps(model: nn.Module, images: torch.Tensor, reattention: bool = True) -> torch.Tensor:
     """Attention weights of every layer and head: ``[B, layers, heads, tokens, tokens]`` on the CPU.
 
     images: [B, C, H, W], normalized like the training data.
     Entry ``[b, l, h, i, j]`` is how much token ``i`` takes from token ``j`` in head ``h`` of layer
     ``l`` (token 0 is CLS). For ViT and Hybrid each row is a softmax and sums to 1; for DeepViT it
-    is the re-attention matrix that multiplies the values (rows need not sum to 1).
+    is the re-attention matrix that multiplies the values (rows need not sum to 1), or with
+    ``reattention=False`` the softmax maps its heads computed before they were mixed.
     The model runs once in eval mode under temporary forward hooks; its training flags are
     restored and the hooks removed afterwards, even when the forward pass fails.
     """
-    with _recorded_attention(model, images) as (records, x):
+    with _recorded_attention(model, images, reattention) as (records, x):
         model(x)
     return torch.stack([r.float().cpu() for r in records], dim=1)
 
@@ -204,6 +206,12 @@ def neighbour_similarity(sim: torch.Tensor) -> tuple[float, float]:
     return float(sim[neighbours].mean()), float(sim[others].mean())
 
 
+def _check_maps(maps: torch.Tensor) -> None:
+    if maps.dim() != 5 or maps.shape[-1] != maps.shape[-2]:
+        raise ValueError(f"maps must be [B, layers, heads, tokens, tokens], got {tuple(maps.shape)}; "
+                         "pass attention_maps(model, images)")
+
+
 def mean_attention_distance(maps: torch.Tensor, patch_size: float) -> torch.Tensor:
     """How far each head looks, in pixels: ``[layers, heads]`` (Dosovitskiy et al., 2021, figure 7 right).
 
@@ -216,9 +224,7 @@ def mean_attention_distance(maps: torch.Tensor, patch_size: float) -> torch.Tens
     that attends only to its own patch gives 0; uniform attention gives the grid's mean pairwise
     distance (for a 2x2 grid, patch_size * (2 + sqrt(2)) / 4).
     """
-    if maps.dim() != 5 or maps.shape[-1] != maps.shape[-2]:
-        raise ValueError(f"maps must be [B, layers, heads, tokens, tokens], got {tuple(maps.shape)}; "
-                         "pass attention_maps(model, images)")
+    _check_maps(maps)
     if (maps < 0).any():
         raise ValueError("maps has negative weights (DeepViT's re-attention?); mean_attention_distance "
                          "needs attention rows of shares >= 0, as a ViT's softmax gives")
@@ -231,6 +237,36 @@ def mean_attention_distance(maps: torch.Tensor, patch_size: float) -> torch.Tens
     patches = maps[..., 1:, 1:].float()
     patches = patches / patches.sum(dim=-1, keepdim=True).clamp_min(1e-12)
     return (patches * distance).sum(dim=-1).mean(dim=(0, 3))  # [B, L, H, P] -> [L, H]
+
+
+def layer_similarity(maps: torch.Tensor) -> torch.Tensor:
+    """How alike the attention of two blocks is: ``[layers, layers]``, the mean cosine similarity.
+
+    maps: [B, layers, heads, tokens, tokens]. Entry ``[p, q]`` compares block ``p`` with block ``q``
+    as Zhou et al. (2021, DeepViT) do to measure "attention collapse": for each head ``h`` and key
+    token ``t``, the cosine of the column ``maps[b, p, h, :, t]`` (how every token attends to ``t``)
+    with the same column of block ``q``; then the mean over images, heads and tokens. 1 on the
+    diagonal for softmax maps (a column no token attends to counts 0); near 1 between two blocks
+    means the deeper one attends as the other did.
+    """
+    _check_maps(maps)
+    columns = F.normalize(maps.float().transpose(-1, -2), dim=-1)  # [B, L, H, key t, query i], unit rows
+    B, _, H, T, _ = columns.shape
+    return torch.einsum("bphti,bqhti->pq", columns, columns) / (B * H * T)
+
+
+def sink_share(maps: torch.Tensor) -> torch.Tensor:
+    """How much one key token draws from every query: ``[layers, heads]``, the largest mean column.
+
+    maps: [B, layers, heads, tokens, tokens] (softmax rows). For each image, head and key token
+    ``t``, the mean over queries of ``maps[..., :, t]``: the share of all attention that ``t``
+    receives. Returned: its maximum over keys, averaged over images. Uniform attention gives
+    ``1 / tokens``; a head whose every query sends most of its attention to one token, whatever
+    that token shows, gives near 1 (an "attention sink": Xiao et al., 2024; Darcet et al., 2024).
+    """
+    _check_maps(maps)
+    received = maps.float().mean(dim=-2)  # [B, L, H, T]: each key's share of the attention
+    return received.amax(dim=-1).mean(dim=0)
 
 
 def patch_embedding_components(model: nn.Module, k: int = 16) -> tuple[torch.Tensor, torch.Tensor]:

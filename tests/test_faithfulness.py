@@ -13,7 +13,8 @@ from coursekit import viz
 from coursekit.faithfulness import (deletion_curve, explanations, insertion_curve, patch_ranking, random_ranking,
                                     randomization_check, randomization_stages, randomized_copy,
                                     rollout_flattening, spearman)
-from coursekit.maps import attention_maps, mean_attention_distance, patch_embedding_components
+from coursekit.maps import (attention_maps, layer_similarity, mean_attention_distance, patch_embedding_components,
+                            sink_share)
 from coursekit.models import build_model
 
 SMALL = dict(dim=32, depth=2, heads=4, dim_head=8, mlp_dim=64)
@@ -305,3 +306,32 @@ def test_pictures_return_labelled_figures():
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["none", "head", "+ block 2", "+ block 1",
                                                                      "+ embedding"]
     assert fig.axes[0].get_ylim() == (-1.05, 1.05)
+
+
+def test_layer_similarity_is_one_for_equal_blocks_and_zero_for_disjoint_ones():
+    attend = lambda targets: torch.eye(5)[targets]  # noqa: E731  (row i: all attention on token targets[i])
+    same = torch.stack([attend([1, 1, 2, 3, 4])] * 3)  # three equal blocks
+    other = attend([0, 0, 0, 0, 0])  # every token looks at CLS: no column shared with `same`'s
+    maps = torch.cat([same, other[None]])[None, :, None]  # [1, 4 blocks, 1 head, 5, 5]
+    sim = layer_similarity(maps)
+    assert sim.shape == (4, 4)
+    torch.testing.assert_close(sim[:3, :3], torch.full((3, 3), 4 / 5))  # 4 of 5 columns non-zero, each cos 1
+    torch.testing.assert_close(sim[3, :3], torch.zeros(3))
+    gen = torch.Generator().manual_seed(0)
+    rand = torch.rand(2, 3, 2, 5, 5, generator=gen).softmax(-1)
+    brute = torch.zeros(3, 3)
+    for p in range(3):
+        for q in range(3):
+            brute[p, q] = torch.nn.functional.cosine_similarity(
+                rand[:, p].transpose(-1, -2), rand[:, q].transpose(-1, -2), dim=-1).mean()
+    torch.testing.assert_close(layer_similarity(rand), brute)
+
+
+def test_sink_share_is_one_over_tokens_when_uniform_and_one_for_a_sink():
+    uniform = torch.full((2, 1, 1, 5, 5), 0.2)
+    torch.testing.assert_close(sink_share(uniform), torch.full((1, 1), 0.2))
+    sink = torch.zeros(2, 1, 1, 5, 5)
+    sink[..., 3] = 1.0  # every query sends all its attention to token 3
+    torch.testing.assert_close(sink_share(sink), torch.ones(1, 1))
+    with pytest.raises(ValueError, match="attention_maps"):
+        sink_share(torch.ones(5, 5))
