@@ -11,10 +11,11 @@ from einops import rearrange
 from torch import nn
 from torch.nn import functional as F
 
+from coursekit import feedback
 from coursekit import homework as hw
 from coursekit import scorers as sc
-from coursekit.grading import tasks
 from coursekit import vitconfig as vc
+from coursekit.grading import tasks
 from coursekit.models import build_model
 
 GOOD_CONFIG = dict(patch_size=7, dim=64, depth=4, heads=4, dim_head=16, mlp_dim=128)
@@ -108,6 +109,16 @@ def test_a_config_too_costly_to_run_is_refused_without_building_it():
     assert tasks.count_ops(cnn) == tasks.flops(cnn, torch.zeros(1, 1, 28, 28)) == 23_984_896  # meta = real
 
 
+def test_feedback_echoes_at_most_a_short_escaped_form_of_a_value():
+    assert feedback.show("a" * 100) == "'" + "a" * 36 + "..."  # 40 characters, written out
+    assert len(feedback.show("b" * 10**6, limit=12)) == 12
+    assert feedback.show("short") == "'short'" and feedback.show(3) == "3" and feedback.show(None) == "None"
+    assert feedback.show("\x1b[2J") == "'\\x1b[2J'"  # repr: an escape sequence stays text
+    assert feedback.show(torch.zeros(3, 4)) == "<[3, 4]>" and feedback.show([1, 2]) == "<list>"
+    assert feedback.credit(1.5, ["a", "b"]) == {"credit": 1.0, "feedback": "a; b"}
+    assert feedback.credit(-2, []) == {"credit": 0.0, "feedback": ""}
+
+
 def test_score_data():
     targets = torch.arange(100) % 10
     good = torch.stack([torch.nonzero(targets == c).flatten()[:4] for c in range(10)])
@@ -117,6 +128,10 @@ def test_score_data():
     assert sc.score_data(good[:, :1].repeat(1, 4), targets, 4)["credit"] == 0  # repeated images
     assert "expected an integer tensor" in sc.score_data(good.float(), targets, 4)["feedback"]
     assert "got list" in sc.score_data(good.tolist(), targets, 4)["feedback"]
+    past_the_end = good.clone()
+    past_the_end[0, 0] = len(targets)  # one index too far: a clear zero, never an IndexError
+    assert "indices must lie in [0, 99]" in sc.score_data(past_the_end, targets, 4)["feedback"]
+    assert "indices must lie" in sc.score_data(good - 100, targets, 4)["feedback"]
 
 
 def test_score_training_at_the_real_thresholds():
@@ -134,6 +149,8 @@ def test_score_training_at_the_real_thresholds():
     halfway = score(0.875, 0.88)  # ViT halfway between its floor and its target, CNN at its floor
     assert halfway["credit"] == pytest.approx(0.25) and "50% of its share" in halfway["feedback"]
     assert sc.score_training({}, ["vit: NameError"], targets, floors)["credit"] == 0  # no models
+    # a model far below its floor earns nothing, and takes nothing from the other's earned share
+    assert score(0.10, 0.91)["credit"] == 0.5 and score(0.90, 0.10)["credit"] == 0.5
     points = hw.POINTS["training"]
     assert hw.result("training", score(0.875, 0.91))["points"] == pytest.approx(0.75 * points)
 

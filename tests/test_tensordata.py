@@ -77,6 +77,9 @@ def test_a_crop_is_a_window_of_the_padded_image_and_a_flip_is_a_flip():
     only_flip = augment_batch(images, flip=True, generator=torch.Generator().manual_seed(1))
     assert all(torch.equal(a, b) or torch.equal(a, b.flip(-1)) for a, b in zip(only_flip, images))
     assert torch.equal(augment_batch(images), images)
+    before = images.clone()
+    augment_batch(images, flip=True, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(images, before), "the caller's batch was changed in place"
 
 
 def test_a_stand_in_is_never_cached_and_keeps_its_label(tmp_path, monkeypatch):
