@@ -172,29 +172,13 @@ def fit(model: nn.Module, train_loader, val_loader=None, epochs: int = 5, lr: fl
                 images = next(iter(train_loader))[0].to(device)
             precision = choose_precision(model, images, device, measured)
         history, best_state = History(precision=precision), None
-    bf16 = precision == "bf16"
     done = len(history.train_loss)  # epochs finished before this call (a resumed run)
     bar = tqdm(total=epochs * steps, initial=done * steps, desc="training", unit="batch", disable=not progress)
     try:
         for epoch in range(done, epochs):
-            start, running = time.perf_counter(), 0.0
-            model.train()
-            for step, (images, labels) in enumerate(train_loader):
-                if step == steps:
-                    break
-                images, labels = images.to(device), labels.to(device)
-                with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-                    logits = model(images)
-                loss = loss_fn(logits.float(), labels)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                running += loss.item()
-                bar.update()
-                bar.set_postfix(epoch=epoch + 1, loss=f"{running / (step + 1):.3f}",
-                                refresh=False)  # drawn at the bar's own pace, not every batch
-            history.train_loss.append(running / steps)
+            start = time.perf_counter()
+            history.train_loss.append(_train_epoch(model, train_loader, steps, optimizer, schedule, loss_fn,
+                                                   device, precision, bar, epoch))
             if val_loader is not None:
                 scores = evaluate(model, val_loader, device, precision)
                 history.val_loss.append(scores["loss"])
@@ -205,9 +189,7 @@ def fit(model: nn.Module, train_loader, val_loader=None, epochs: int = 5, lr: fl
                 bar.set_postfix(epoch=epoch + 1, val_acc=f"{scores['acc']:.4f}")
             history.epoch_time.append(time.perf_counter() - start)
             if checkpoint is not None:
-                save_atomically({"model": best_state or model.state_dict(), "history": history.as_dict(),
-                                 "plan": plan, "state": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                 "schedule": schedule.state_dict(), "rng": _rng_state(device)}, checkpoint)
+                _save_checkpoint(checkpoint, plan, history, best_state, model, optimizer, schedule, device)
     except KeyboardInterrupt:
         history.interrupted = True
         print(f"Interrupted after {len(history.train_loss)} finished epoch(s); "
@@ -217,6 +199,36 @@ def fit(model: nn.Module, train_loader, val_loader=None, epochs: int = 5, lr: fl
     if best_state is not None:
         model.load_state_dict(best_state)
     return history
+
+
+def _train_epoch(model, loader, steps, optimizer, schedule, loss_fn, device, precision, bar, epoch) -> float:
+    """One epoch of ``steps`` batches: forward, loss, backward, AdamW step, schedule step; the mean loss."""
+    model.train()
+    running = 0.0
+    for step, (images, labels) in enumerate(loader):
+        if step == steps:
+            break
+        images, labels = images.to(device), labels.to(device)
+        with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
+            logits = model(images)
+        loss = loss_fn(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        running += loss.item()
+        bar.update()
+        bar.set_postfix(epoch=epoch + 1, loss=f"{running / (step + 1):.3f}", refresh=False)  # drawn at the bar's pace
+    return running / steps
+
+
+def _save_checkpoint(path, plan, history, best_state, model, optimizer, schedule, device) -> None:
+    """Everything an interrupted run needs to go on exactly, written atomically after an epoch: the
+    best weights so far (``"model"``), the history, the plan it must match, and the current weights,
+    optimizer, schedule and random state."""
+    save_atomically({"model": best_state or model.state_dict(), "history": history.as_dict(), "plan": plan,
+                     "state": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "schedule": schedule.state_dict(), "rng": _rng_state(device)}, path)
 
 
 def _rng_state(device: torch.device) -> dict:

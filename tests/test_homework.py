@@ -93,6 +93,24 @@ def test_score_config():
         assert vc.score_config(dict(GOOD_CONFIG, depth=depth), 16)["credit"] == 0
 
 
+def test_config_rules_at_their_edges_and_what_their_feedback_shows(monkeypatch):
+    without_depth = {k: v for k, v in GOOD_CONFIG.items() if k != "depth"}
+    assert vc.vit_problem(without_depth) is None  # build_model's own depth applies
+    assert "whole number" not in (vc.vit_problem(dict(GOOD_CONFIG, depth=vc.MAX_DEPTH)) or "")  # the limit is allowed
+    assert "depth='deep' must be a whole number" in vc.vit_problem(dict(GOOD_CONFIG, depth="deep"))
+    failed = vc.vit_problem(dict(GOOD_CONFIG, colour=True))
+    assert "failed: TypeError: " in failed and "unexpected keyword argument 'colour'" in failed  # type and message
+    assert vc.patches(4) == 49 and type(vc.patches(4)) is int
+    assert "n_patches=49 is not the number of patches" in vc.score_config(GOOD_CONFIG, 49)["feedback"]
+    params = vc.score_config(GOOD_CONFIG, 16)["feedback"].split(", ")[1].split()[0]  # "valid: 16 patches, N parameters"
+    monkeypatch.setattr(vc, "PARAM_BUDGET", int(params.replace(",", "")))
+    assert vc.vit_problem(GOOD_CONFIG) is None  # exactly at the budget: allowed
+    monkeypatch.setattr(vc, "OPS_FACTOR", 1)
+    assert vc.vit_problem(GOOD_CONFIG, lambda model: 5e6) is None  # as many operations as the CNN: allowed
+    over = vc.vit_problem(GOOD_CONFIG, lambda model: 6e6 if model.__class__.__name__ == "ViT" else 5e6)
+    assert over.startswith("6.0 M operations per image is over the budget of 5.0 M (1 times the CNN's)")
+
+
 def test_a_config_too_costly_to_run_is_refused_without_building_it():
     # 1.2M parameters but 785 tokens of 299,000-wide heads: about 739 G operations per image. Built
     # for real and run on 10,000 test images it would stall the grader; on the meta device it costs nothing.
@@ -112,6 +130,7 @@ def test_a_config_too_costly_to_run_is_refused_without_building_it():
 def test_feedback_echoes_at_most_a_short_escaped_form_of_a_value():
     assert feedback.show("a" * 100) == "'" + "a" * 36 + "..."  # 40 characters, written out
     assert len(feedback.show("b" * 10**6, limit=12)) == 12
+    assert feedback.show("c" * 38) == "'" + "c" * 38 + "'"  # exactly 40 characters: shown whole
     assert feedback.show("short") == "'short'" and feedback.show(3) == "3" and feedback.show(None) == "None"
     assert feedback.show("\x1b[2J") == "'\\x1b[2J'"  # repr: an escape sequence stays text
     assert feedback.show(torch.zeros(3, 4)) == "<[3, 4]>" and feedback.show([1, 2]) == "<list>"
