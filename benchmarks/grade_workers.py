@@ -3,7 +3,8 @@
     python benchmarks/grade_workers.py [--submissions 8] [--workers 1 2] [--fast]
 
 The folder holds copies of the homework's reference solution. Each worker count grades the whole
-folder (``python -m coursekit.grading.grade FOLDER --workers N --threads T``, sandbox on) into its own CSV; the script prints the wall time of each, the speed-up against the first,
+folder (``python -m coursekit.grading.grade FOLDER --workers N --threads T``, sandbox on) into its own CSV;
+the script prints the wall time of each, the speed-up against the first,
 and whether every report gives the same points as the first. ``--fast`` grades in fast mode
 (COURSEKIT_FAST=1: tiny subsets, what CI uses), else the homework trains for real (minutes each).
 """

@@ -52,7 +52,8 @@ def main() -> None:
                                    augment=info.augment, download=False)
     images, labels = next(iter(train))
     print(f"environment: {environment()}")
-    print(f"grid: {args.grid}; data: {source_of(train)}; steps: batch {args.batch_size}, median of {args.steps} after 2 "
+    print(f"grid: {args.grid}; data: {source_of(train)}; steps: batch {args.batch_size}, "
+          f"median of {args.steps} after 2 "
           f"warm-ups; accuracy: {args.subset} images, {args.epochs} epochs, seed 0, test on "
           f"{len(test.dataset)} images")
     print(f"{'model':8s} {'fp32 img/s':>11s} {'bf16 img/s':>11s} {'bf16/fp32':>9s} {'auto':>5s} "

@@ -68,7 +68,8 @@ def main() -> None:
     rows = []
     hybrid_epoch = len(train) * statistics.median(step_s["hybrid"]) + statistics.median(val_s["hybrid"])
     for name, model in models.items():
-        step, epoch = statistics.median(step_s[name]), len(train) * statistics.median(step_s[name]) + statistics.median(val_s[name])
+        step = statistics.median(step_s[name])
+        epoch = len(train) * step + statistics.median(val_s[name])
         rows.append({"model": name, "parameters": count_parameters(model),
                      "parameters / hybrid's": count_parameters(model) / count_parameters(models["hybrid"]),
                      "s per step": step, "s per validation pass": statistics.median(val_s[name]),

@@ -67,7 +67,7 @@ class AttentionExplorer:
             with eval_mode(model):
                 probs = torch.softmax(model(self.images.to(device)).float().cpu(), -1)
         self.confidence, self.predicted = (t.tolist() for t in probs.max(-1))
-        rollouts = torch.stack([attention_rollout(maps[:, :l + 1]) for l in range(maps.shape[1])], 1)
+        rollouts = torch.stack([attention_rollout(maps[:, :n]) for n in range(1, maps.shape[1] + 1)], 1)
         self._maps, self._rollouts = maps, rollouts
         self.vmax = float(max(maps[..., 1:].max(), rollouts[..., 1:].max()))
         layers, heads, tokens = maps.shape[1], maps.shape[2], maps.shape[-1]
@@ -103,14 +103,14 @@ class AttentionExplorer:
     def current(self) -> tuple[torch.Tensor, str]:
         """The patch grid [g, g] the controls select, and a title for it."""
         maps, rollouts = self.maps(self.image.value)
-        l, h, q = self.layer.value - 1, self.head.value - 1, self.query.value
+        layer, h, q = self.layer.value - 1, self.head.value - 1, self.query.value
         self.head.disabled = self.mean.value or self.rollout.value
         if self.rollout.value:
-            a, what = rollouts[l], f"rollout of layers 1-{l + 1}"
+            a, what = rollouts[layer], f"rollout of layers 1-{layer + 1}"
         elif self.mean.value:
-            a, what = maps[l].mean(0), f"Layer {l + 1}, mean over heads"
+            a, what = maps[layer].mean(0), f"Layer {layer + 1}, mean over heads"
         else:
-            a, what = maps[l, h], f"Layer {l + 1}, Head {h + 1}"
+            a, what = maps[layer, h], f"Layer {layer + 1}, Head {h + 1}"
         return token_map(a, q), f"{what}; {query_name(q)} to itself {float(self_share(a, q)):.2f}"
 
     def redraw(self) -> None:

@@ -60,7 +60,8 @@ def _vit_params_and_problem(config, count_ops=None) -> tuple[int | None, str | N
     try:
         vit = _on_meta("vit", **config)
     except Exception as error:  # the learner's settings: any failure is feedback, not a crash
-        return None, f"build_model('vit', 'fashion_mnist', **vit_config) failed: {type(error).__name__}: {show(str(error), 200)}"
+        return None, (f"build_model('vit', 'fashion_mnist', **vit_config) failed: "
+                      f"{type(error).__name__}: {show(str(error), 200)}")
     n, params = patches(config["patch_size"]), count_parameters(vit)
     if n < MIN_PATCHES:
         return params, f"{n} patches is fewer than {MIN_PATCHES}: choose a smaller patch_size"

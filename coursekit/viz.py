@@ -91,10 +91,10 @@ def plot_attention_grid(maps: torch.Tensor, image: torch.Tensor, title: str = ""
     vmax = float(grids.max())
     fig = Figure(figsize=(1.7 * heads + 1.0, 1.75 * len(rows) + 0.5), layout="constrained")
     axes = fig.subplots(len(rows), heads, squeeze=False)
-    for r, l in enumerate(rows):
+    for r, layer in enumerate(rows):
         for h in range(heads):
             im = overlay(axes[r, h], image, grids[r, h], vmax, smooth, query=query)
-            axes[r, h].set_title(f"Layer {l + 1}, Head {h + 1}", fontsize=8)
+            axes[r, h].set_title(f"Layer {layer + 1}, Head {h + 1}", fontsize=8)
             axes[r, h].set_xlabel(f"to itself {float(own[r, h]):.2f}", fontsize=7)
     fig.colorbar(im, ax=axes, shrink=0.8, label=f"attention of {query_name(query)} (one scale)")
     fig.suptitle(f"{title}{': ' if title else ''}{query_name(query)} -> patches", fontsize=9)

@@ -226,7 +226,9 @@ def test_cross_attention_is_rectangular_and_matches_torch_with_a_key_padding_mas
     assert torch.allclose(out, ref_out, atol=1e-12) and torch.allclose(w, ref_w, atol=1e-12)
     assert torch.allclose(w.sum(-1), torch.ones((), dtype=DT)) and torch.all(w[1, :, :, 3:] == 0)
     # the same heads with F.scaled_dot_product_attention, from the projections
-    split = lambda t: t.view(2, -1, 2, 4).transpose(1, 2)              # [B, H, length, d_head]
+    def split(t):  # [B, length, 8] -> [B, H, length, d_head]
+        return t.view(2, -1, 2, 4).transpose(1, 2)
+
     q, k, v = split(mine.q_proj(target)), split(mine.k_proj(source)), split(mine.v_proj(source))
     heads = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :])
     assert torch.allclose(mine.out_proj(heads.transpose(1, 2).reshape(2, 4, 8)), out, atol=1e-12)

@@ -155,7 +155,8 @@ homework.reference_patchify = lambda images, p: torch.zeros(1)
     path = write(nb, tmp_path)
     report = grade.grade(path, timeout=60, total=300)
     assert {t: points(report)[t] for t in FAST_TASKS} == {"data": 0, "patchify": 0, "config": 0}
-    assert "later tasks ran with: vit_config = " in next(t for t in report["tasks"] if t["task"] == "config")["feedback"]
+    config_task = next(t for t in report["tasks"] if t["task"] == "config")
+    assert "later tasks ran with: vit_config = " in config_task["feedback"]
 
 
 @needs_data
@@ -163,7 +164,8 @@ def test_cli_missing_and_unreadable_files(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "coursekit.grading.grade", str(tmp_path / "nope.ipynb")],
                              capture_output=True, text=True, cwd=ROOT)
     assert missing.returncode == 2
-    assert missing.stderr.strip() == f"coursekit.grading.grade: error: {tmp_path / 'nope.ipynb'}: no such file or folder"
+    nope = tmp_path / "nope.ipynb"
+    assert missing.stderr.strip() == f"coursekit.grading.grade: error: {nope}: no such file or folder"
     bad = tmp_path / "bad.ipynb"
     bad.write_bytes(b"\x89PNG not a notebook")
     unreadable = subprocess.run([sys.executable, "-m", "coursekit.grading.grade", str(bad)],
@@ -301,7 +303,8 @@ def test_an_unsandboxed_kernel_gets_its_environment_passed_in_and_the_graders_da
     monkeypatch.setenv("COURSEKIT_DATA", "relative/data")
     before = dict(os.environ)
     path = write(toy_notebook("pass"), tmp_path)
-    grade.grade(path, timeout=60, total=120, tasks=tasks, env=config.child_environment(dict(os.environ, TOY_SETTING="42")),
+    env = config.child_environment(dict(os.environ, TOY_SETTING="42"))
+    grade.grade(path, timeout=60, total=120, tasks=tasks, env=env,
                 limits=None)
     assert seen["setting"] == "42"
     assert Path(seen["data"]).name == "data" and Path(seen["data"]).parent.name.startswith("coursekit-grade-")

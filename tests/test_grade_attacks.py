@@ -96,12 +96,13 @@ def test_every_submission_ends_in_a_report_and_a_row_beside_an_honest_one(tmp_pa
              "send('comm_open', {'comm_id': 'c', 'target_name': 'jupyter.widget', 'data': {}})\n"
              "send('status', [])\n"
              "for i in range(20):\n"
-             "    send('comm_open', {'comm_id': str(i), 'target_name': 'jupyter.widget', 'data': {'x': 'y' * 40 * 2**20}})\n")
+             "    send('comm_open', {'comm_id': str(i), 'target_name': 'jupyter.widget',\n"
+             "                       'data': {'x': 'y' * 40 * 2**20}})\n")
     write(first_tasks(patchify=forge + first_tasks().cells[9].source), folder, "comms.ipynb")
     ansi = "\x1b[31mred\x1b]0;title\x07"
     write(first_tasks(), folder, f"{ansi}.ipynb")
-    done = subprocess.run([sys.executable, "-m", "coursekit.grading.grade", str(folder), "--timeout", "120", "--csv", str(out)],
-                          capture_output=True, text=True, timeout=1500, cwd=ROOT)
+    command = [sys.executable, "-m", "coursekit.grading.grade", str(folder), "--timeout", "120", "--csv", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1500, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     rows = {Path(r["notebook"]).stem: r for r in csv.DictReader(out.open())}
     assert len(rows) == 6 and all(not r["error"] for r in rows.values())

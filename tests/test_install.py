@@ -52,7 +52,8 @@ print("explorer:", explorer.title(0))
 
 def run(argv, **options):
     result = subprocess.run(argv, capture_output=True, text=True, timeout=300, **options)
-    assert result.returncode == 0, f"{argv} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    output = f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, f"{argv} exited {result.returncode}:\n{output}"
     return result
 
 

@@ -57,11 +57,11 @@ def test_student_notebook_is_up_to_date_and_has_no_answers():
 def test_the_edition_holds_no_answers(edition):
     files = {str(p.relative_to(edition)) for p in edition.rglob("*") if p.is_file()}
     assert f"notebooks/{rel.HOMEWORK}" in files and "coursekit/homework.py" in files and "README.md" in files
-    assert not [f for f in files if f.startswith("coursekit/grading")]
+    assert not [f for f in files if f.startswith("coursekit/grading")]  # it computes what answers are checked against
     setuptools = tomllib.loads((edition / "pyproject.toml").read_text())["tool"]["setuptools"]
     for package in setuptools["packages"]:  # pip install -e . needs each folder it names
         folder = setuptools.get("package-dir", {}).get(package, package.replace(".", "/"))
-        assert (edition / folder).is_dir(), f"the edition's pyproject.toml names {package}, which it lacks"  # the grader computes what answers are checked against
+        assert (edition / folder).is_dir(), f"the edition's pyproject.toml names {package}, which it lacks"
     code = "\n".join((edition / f).read_text() for f in files if f.startswith("coursekit/"))
     for helper in ("reference_patchify", "cost_ratio", "measure", "vit_confusion", "confusion_matrix",
                    "confusion_of", "flop_ratio", "FlopCounterMode"):

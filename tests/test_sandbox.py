@@ -70,7 +70,8 @@ try:
         f.write(b"0" * 2**27)
 except OSError as e:
     loot.append(type(e).__name__)
-rewrite = "import time\nwhile True:\n    try:\n        open({csv!r}, 'w').write('notebook,score\\nmallory,14\\n')\n    except OSError:\n        pass\n    time.sleep(0.2)"
+rewrite = ("import time\nwhile True:\n    try:\n        open({csv!r}, 'w').write('notebook,score\\nmallory,14\\n')\n"
+           "    except OSError:\n        pass\n    time.sleep(0.2)")
 subprocess.Popen([sys.executable, "-c", rewrite], start_new_session=True,
                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 subprocess.Popen(["sleep", "600"], start_new_session=True)
@@ -168,7 +169,8 @@ def test_a_hostile_submission_changes_nothing_outside_its_sandbox(tmp_path, list
 
 @needs_data
 @needs_sandbox
-@pytest.mark.skipif(os.geteuid() != 0, reason="a user other than root grades one submission at a time (docs/instructors.md)")
+@pytest.mark.skipif(os.geteuid() != 0,
+                    reason="a user other than root grades one submission at a time (docs/instructors.md)")
 def test_grading_two_at_a_time_gives_the_reports_of_grading_one_at_a_time(tmp_path):
     folder = tmp_path / "submissions"
     folder.mkdir()
@@ -178,7 +180,8 @@ def test_grading_two_at_a_time_gives_the_reports_of_grading_one_at_a_time(tmp_pa
     points = {}
     for workers in (1, 2):
         report = tmp_path / f"workers-{workers}.json"
-        command = [sys.executable, "-m", "coursekit.grading.grade", str(folder), "--workers", str(workers), "--timeout", "120",
+        command = [sys.executable, "-m", "coursekit.grading.grade", str(folder), "--workers", str(workers),
+                   "--timeout", "120",
                    "--csv", str(tmp_path / f"workers-{workers}.csv"), "--json", str(report)]
         done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
         assert done.returncode == 0, done.stderr
@@ -246,7 +249,8 @@ def test_a_flood_of_output_and_a_giant_message_do_not_stop_grading(tmp_path):
 @pytest.mark.skipif(os.geteuid() != 0, reason="as a user, the kernel owns its sockets' folder (docs/instructors.md)")
 def test_a_kernel_can_make_no_file_beside_its_sockets_and_has_a_uid_of_its_own(tmp_path):
     tasks, seen = reading_task(
-        'import os\nfrom ipykernel.connect import get_connection_file\nfolder = os.path.dirname(get_connection_file())\n'
+        'import os\nfrom ipykernel.connect import get_connection_file\n'
+        'folder = os.path.dirname(get_connection_file())\n'
         'try:\n    open(os.path.join(folder, "filler"), "wb").write(b"0" * 2**20)\n    made = "made a file"\n'
         'except OSError as e:\n    made = type(e).__name__\n'
         '_out = {"made": made, "uid": os.getuid()}')

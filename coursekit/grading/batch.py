@@ -33,6 +33,7 @@ from ..config import child_environment
 from ..files import remove_tree
 from .reports import GradeError, csv_row, finished, format_report, printable, write_reports
 
+
 def limits_from(args) -> sandbox.Limits | None:
     """The sandbox limits the command line asks for, or None with ``--no-sandbox``."""
     if args.no_sandbox:
@@ -116,7 +117,8 @@ def grade_folder(folder: Path, args) -> list[dict]:
     with ThreadPoolExecutor(max_workers=args.workers) as pool:
         for done in as_completed([pool.submit(_grade_in_worker, path, args) for path in todo]):
             report = done.result()  # never raises: a failure is that submission's error row
-            print(format_report(report) if "error" not in report else printable(f"{report['notebook']}: {report['error']}"),
+            failed = "error" in report
+            print(printable(f"{report['notebook']}: {report['error']}") if failed else format_report(report),
                   end="\n\n", flush=True)
             rows[report["notebook"]], reports[report["notebook"]] = csv_row(report), report
             write_reports(rows, reports, csv_path, json_path)

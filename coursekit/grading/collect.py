@@ -4,7 +4,8 @@ It knows no task by name: each task's snippet lives in the registry
 (:data:`coursekit.grading.tasks.TASKS`). The injected code loads the grader's inputs, runs the snippet
 (which calls the learner's function or reads the learner's variable), turns the answer into
 tensors, numbers, strings, lists and dicts (what ``torch.load(weights_only=True)`` reads back),
-saves it to a file the grader chose, and removes itself from the kernel. No points are computed in the kernel: :mod:`coursekit.grading.grade` scores the
+saves it to a file the grader chose, and removes itself from the kernel. No points are computed in the kernel:
+:mod:`coursekit.grading.grade` scores the
 answers in its own process.
 """
 

@@ -107,7 +107,8 @@ def grade(path, timeout: float = 1800, total: float = 3600, tasks: dict | None =
     """Grade one submission: ``{"notebook", "score", "max_score", "pending", "tasks": [...]}``.
 
     tasks: the registry (default :data:`coursekit.grading.tasks.TASKS`); limits: the sandbox's, or None for
-    an unsandboxed kernel whose environment is ``env`` (default :func:`coursekit.config.child_environment`). This process's
+    an unsandboxed kernel whose environment is ``env`` (default :func:`coursekit.config.child_environment`).
+    This process's
     own ``os.environ`` is not changed.
     """
     tasks = TASKS if tasks is None else tasks

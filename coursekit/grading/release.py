@@ -209,7 +209,8 @@ def main(argv=None) -> int:
         text = render(SOLUTIONS / HOMEWORK)
     if args.check:
         fresh = target.exists() and target.read_text() == text
-        print(f"{target}: {'up to date' if fresh else 'OUT OF DATE: run python -m coursekit.grading.release --student'}")
+        stale = "OUT OF DATE: run python -m coursekit.grading.release --student"
+        print(f"{target}: {'up to date' if fresh else stale}")
         return 0 if fresh else 1
     if args.student:
         target.write_text(text)

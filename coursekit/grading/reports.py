@@ -94,5 +94,6 @@ def merge_reports(paths: list[Path], csv_path: Path, json_path=None) -> None:
             if not isinstance(r, dict) or not isinstance(r.get("notebook"), str):
                 raise GradeError(f"{path}: not a report of python -m coursekit.grading.grade (no 'notebook' in it)")
             reports[r["notebook"]] = r
-    write_reports({k: csv_row(r) for k, r in reports.items()}, reports, csv_path, Path(json_path) if json_path else None)
+    rows = {k: csv_row(r) for k, r in reports.items()}
+    write_reports(rows, reports, csv_path, Path(json_path) if json_path else None)
     print(f"{len(reports)} rows in {csv_path}")

@@ -205,11 +205,11 @@ def command(argv: list[str], sockets: Path, limits: Limits, env: dict, data: Pat
     """``argv`` (the kernel's command) wrapped in bubblewrap, limits and a drop to the sandbox user.
 
     sockets: the one host folder the kernel may write (its connection file and Unix sockets), bound
-    at the same path; data: the data folder it may read (the grader's, :func:`coursekit.grading.tasks.make_kernel_data`).
+    at the same path; data: the data folder it may read (the grader's,
+    :func:`coursekit.grading.tasks.make_kernel_data`).
     caged: it will run in a :class:`Cage`, whose memory limit replaces the
     address-space limit.
     """
-    import coursekit
 
     readonly = _readonly_paths(data)
     cmd = ["bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
