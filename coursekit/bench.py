@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 
@@ -65,7 +66,8 @@ def environment() -> str:
                 device = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
         except (OSError, StopIteration):
             pass
-    return (f"torch {torch.__version__}, {device}, {torch.get_num_threads()} CPU threads, "
+    threads = torch.get_num_threads()
+    return (f"torch {torch.__version__}, {device}, {threads} CPU thread{'s' if threads != 1 else ''}, "
             f"Python {platform.python_version()}")
 
 
@@ -91,3 +93,9 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None, digits: i
              "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
     lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def read_jsonl(path) -> list[dict]:
+    """The records of a ``.jsonl`` results file, one dict per line (e.g. ``benchmarks/results/*.jsonl``)."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]

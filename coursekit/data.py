@@ -38,11 +38,12 @@ def balanced_indices(targets, n: int, seed: int = 0) -> torch.Tensor:
 
 
 def split_indices(train_targets, test_targets, val_fraction: float = 0.1, subset: int | None = None,
-                  seed: int = 0):
+                  seed: int = 0, full_test: bool = False):
     """``(train_idx, val_idx, test_idx)``: validation held out of training, every class in each.
 
     ``subset=N``: a class-balanced sample of N training images (then split) and at most N test
-    images; ``test_idx`` is ``None`` when the whole test set is used.
+    images, or every test image with ``full_test``; ``test_idx`` is ``None`` when the whole test
+    set is used.
     """
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction={val_fraction} must be in [0, 1), e.g. 0.1")
@@ -54,7 +55,7 @@ def split_indices(train_targets, test_targets, val_fraction: float = 0.1, subset
     keep = torch.ones(len(pool), dtype=torch.bool)
     keep[val_pos] = False
     test_idx = None
-    if subset:
+    if subset and not full_test:
         test_targets = torch.as_tensor(test_targets)
         test_idx = balanced_indices(test_targets, min(subset, len(test_targets)), seed)
     return pool[keep], pool[val_pos], test_idx
@@ -62,12 +63,13 @@ def split_indices(train_targets, test_targets, val_fraction: float = 0.1, subset
 
 def get_loaders(name: str, batch_size: int = 128, val_fraction: float = 0.1, subset: int | None = None,
                 augment: bool = False, seed: int = 0, root=None, download: bool = True,
-                num_workers: int = 0, transform=None):
+                num_workers: int = 0, transform=None, full_test: bool = False):
     """``(train_loader, val_loader, test_loader)`` for one dataset.
 
     The validation set is held out of the training set (the test set never chooses a model).
     ``subset=N``: a reproducible, class-balanced sample of N training images, split into train and
-    validation, and at most N test images. ``seed`` fixes the split and the subset; the order of
+    validation, and at most N test images (``full_test``: all of them, to compare training-set sizes
+    on one test set). ``seed`` fixes the split and the subset; the order of
     training batches and the augmentation follow torch's global RNG, which
     :func:`coursekit.train.fit` seeds. Batches are ``images [B, C, H, W]`` and ``labels [B]``.
 
@@ -81,10 +83,10 @@ def get_loaders(name: str, batch_size: int = 128, val_fraction: float = 0.1, sub
             raise ValueError("augment=True adds the default augmentation, but you passed your own "
                              "transform: put the augmentation into that transform instead")
         return _per_image_loaders(name, batch_size, val_fraction, subset, seed, root, download,
-                                  num_workers, transform)
+                                  num_workers, transform, full_test)
     train_split, test_split = load_split(name, True, root, download), load_split(name, False, root, download)
     train_idx, val_idx, test_idx = split_indices(train_split.targets, test_split.targets,
-                                                 val_fraction, subset, seed)
+                                                 val_fraction, subset, seed, full_test)
     info = dataset_info(name)
     crop = dict(pad=info.pad, flip=info.flip) if augment else {}
     return (TensorLoader(train_split, train_idx, batch_size, shuffle=True, **crop),
@@ -93,12 +95,12 @@ def get_loaders(name: str, batch_size: int = 128, val_fraction: float = 0.1, sub
 
 
 def _per_image_loaders(name, batch_size, val_fraction, subset, seed, root, download, num_workers,
-                       transform):
+                       transform, full_test):
     train_set = get_dataset(name, True, root, download, transform)
     eval_set = get_dataset(name, True, root, download, default_transform(name))
     test_set = get_dataset(name, False, root, download, default_transform(name))
     train_idx, val_idx, test_idx = split_indices(train_set.targets, test_set.targets, val_fraction,
-                                                 subset, seed)
+                                                 subset, seed, full_test)
     if test_idx is not None:
         test_set = Subset(test_set, test_idx.tolist())
 

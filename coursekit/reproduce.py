@@ -72,12 +72,16 @@ def device_label(device: torch.device) -> str:
     return f"{device.type} ({torch.get_num_threads()} threads)"
 
 
-def run_pair(run: Run, out, *, device="auto", download: bool = True, progress: bool = True) -> dict:
+def run_pair(run: Run, out, *, device="auto", download: bool = True, progress: bool = True,
+             full_test: bool = False) -> dict:
     """Train and measure one pair, unless ``out`` already holds it with the same settings.
 
-    Returns the finished record ``{"row", "history", "settings", "stand_in"}`` (``settings``:
-    ``run.as_dict()``). Ctrl-C during training raises ``KeyboardInterrupt`` and records nothing: a
-    half-trained pair is not a result. But every finished epoch is kept in a checkpoint
+    Returns the finished record ``{"row", "history", "settings", "stand_in", "images"}``
+    (``settings``: ``run.as_dict()``; ``images``: how many trained, validated and were tested).
+    ``full_test``: score every test image even when ``run.subset`` samples the training set (the
+    data-size sweep, ``benchmarks/data_size.py``); it applies when the pair is trained.
+    Ctrl-C during training raises ``KeyboardInterrupt`` and records nothing: a half-trained pair is
+    not a result. But every finished epoch is kept in a checkpoint
     (:func:`checkpoint_path`), and the next call with the same settings resumes after it.
     """
     model, dataset = run.model, run.dataset
@@ -90,7 +94,7 @@ def run_pair(run: Run, out, *, device="auto", download: bool = True, progress: b
     device = config.get_device(device)
     train_loader, val_loader, test_loader = get_loaders(
         dataset, batch_size=run.batch_size, subset=run.subset, augment=run.augment, seed=run.seed,
-        download=download)
+        download=download, full_test=full_test)
     stand_in = uses_stand_in(train_loader)
     if stand_in:
         print(f"WARNING: {dataset}: {source_of(train_loader)}. Its numbers say nothing about {dataset}.")
@@ -121,7 +125,9 @@ def run_pair(run: Run, out, *, device="auto", download: bool = True, progress: b
                parameters=bench.count_parameters(net), epochs=len(history.train_loss),
                best_epoch=history.best_epoch + 1, train_time_s=round(train_time, 1),
                precision=history.precision, device=device_label(device))
-    record = dict(row=row, history=history.as_dict(), settings=run.as_dict(), stand_in=stand_in,
+    images = {k: len(loader.dataset) for k, loader in
+              (("train", train_loader), ("val", val_loader), ("test", test_loader))}
+    record = dict(row=row, history=history.as_dict(), settings=run.as_dict(), stand_in=stand_in, images=images,
                   date=datetime.date.today().isoformat(), **bench.provenance())
     save_atomically(net.state_dict(), path.with_suffix(".pt"))  # for attention maps later
     save_atomically(json.dumps(record, indent=1), path)  # the "finished" mark, last

@@ -255,6 +255,25 @@ def plot_deletion_curves(deletion: dict, insertion: dict | None = None, baseline
     return fig
 
 
+def plot_layer_similarity(similarity: dict) -> Figure:
+    """How alike each pair of blocks attends: ``{name: [layers, layers]}`` from
+    ``maps.layer_similarity``, one panel per model, all on one diverging scale from -1 to 1."""
+    fig = Figure(figsize=(3.2 * len(similarity) + 0.8, 3.2), layout="constrained")
+    axes = fig.subplots(1, len(similarity), squeeze=False)[0]
+    for ax, (name, sim) in zip(axes, similarity.items()):
+        n = sim.shape[0]
+        im = ax.imshow(sim.numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, f"{float(sim[i, j]):.2f}", ha="center", va="center", fontsize=6)
+        ticks = range(n)
+        ax.set(xticks=ticks, yticks=ticks, xticklabels=[t + 1 for t in ticks], yticklabels=[t + 1 for t in ticks],
+               xlabel="block", ylabel="block", title=name)
+        ax.title.set_fontsize(9)
+    fig.colorbar(im, ax=list(axes), shrink=0.85, label="mean cosine of attention columns (one scale)")
+    return fig
+
+
 def plot_randomization(similarity: dict, stages: list) -> Figure:
     """The randomization check, cascading from the output (Adebayo et al., 2018): each map's mean
     Spearman correlation with the trained model's map against how many stages are re-initialized.
@@ -273,6 +292,33 @@ def plot_randomization(similarity: dict, stages: list) -> Figure:
     ax.set(xlabel="re-initialized, from the output down", ylim=(-1.05, 1.05),
            ylabel="Spearman correlation with\nthe trained model's map (mean)")
     ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_data_size(points: list[dict]) -> Figure:
+    """Test accuracy against training images, one line per model: the data-size lesson.
+
+    points: dicts with ``model``, ``train_images``, ``test_acc`` (%), and ``data``, ``epochs``,
+    ``test_images`` for the title (``benchmarks/data_size.py`` writes them; ``fast``: fast mode).
+    """
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.subplots()
+    for model in dict.fromkeys(p["model"] for p in points):
+        mine = sorted((p for p in points if p["model"] == model), key=lambda p: p["train_images"])
+        epochs = "/".join(str(e) for e in dict.fromkeys(p["epochs"] for p in mine))
+        ax.plot([p["train_images"] for p in mine], [p["test_acc"] for p in mine], "o-",
+                label=f"{model} ({epochs} epochs)")
+    sizes = sorted({p["train_images"] for p in points})
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, [f"{n:,}" for n in sizes])
+    ax.minorticks_off()
+    tested = "/".join(f"{n:,}" for n in sorted({p["test_images"] for p in points}))
+    ax.set(xlabel="training images (log scale)", ylabel=f"test accuracy (%) on {tested} test images")
+    fast = "FAST MODE: numbers that teach nothing\n" if any(p.get("fast") for p in points) else ""
+    ax.set_title(f"{fast}{points[0]['data']}: 1 run per point, each model's recipe at every size\n"
+                 "(its epochs fixed, so fewer steps on less data)", fontsize=9)
+    ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return fig
 

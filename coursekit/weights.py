@@ -24,17 +24,16 @@ import datetime
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 from . import bench, config, reproduce
-from .data import get_loaders, source_of, uses_stand_in
+from .data import get_loaders, uses_stand_in
 from .files import save_atomically
 from .models import build_model, build_run
 from .runs import Run, settings
-from .train import History, evaluate, fit
+from .train import History, evaluate
 from .weightfile import WeightsError, check, read, save
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,8 +43,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # installed package lies site-packages, not the course. (Wheels install unpacked, so a plain path.)
 PACKAGED = Path(__file__).resolve().parent / "_weights"
 FOLDER = PACKAGED if PACKAGED.is_dir() else ROOT / "weights"
-# notebook 05's shipped grid: the kinds of KINDS whose weights are made (the ResNet's are not yet)
-NOTEBOOK_05_KINDS = ("cnn", "vit", "deepvit", "hybrid")
+# notebook 05's shipped grid: the kinds of KINDS whose weights are made
+NOTEBOOK_05_KINDS = ("cnn", "vit", "deepvit", "hybrid", "resnet")
 NOTEBOOKS = {  # notebook -> its files (weights/<name>.safetensors) -> the run of coursekit.runs that made each
     "03": {"03_mnist_cnn": ("notebook03", "mnist", "cnn"), "03_mnist_vit": ("notebook03", "mnist", "vit"),
            "03_cifar10_vit": ("notebook03", "cifar10", "vit")},  # the last: its position embeddings
@@ -62,10 +61,12 @@ SHIPPED: dict[str, str] = {
     "05_cpu_mnist_vit.safetensors": "8fb688534faca862f6511a1a64e203fca17cd4925f453145c72cf61ecc638c67",
     "05_cpu_mnist_deepvit.safetensors": "0d3a7437baf840c83ecabe94aaeab14d9239d6b97d8eadc3d98400566ce42aa6",
     "05_cpu_mnist_hybrid.safetensors": "cb19a1f041b9c59ad18c27f9560930340779662e8ee7fb4f11633d754b917505",
+    "05_cpu_mnist_resnet.safetensors": "07497a06c9b8a18d81160ffb133f35460aaf491f07a97880df540d2f98fa00cd",
     "05_cpu_cifar10_cnn.safetensors": "ec6f6cf75a2bf21e768454546c6df5ab4a202d0780992694440ba418039fa055",
     "05_cpu_cifar10_vit.safetensors": "39247362f3ee634ef6b194ae372e10564d231cd543c180fdf7dc559f966f4582",
     "05_cpu_cifar10_deepvit.safetensors": "93ee4d6469a886297c7b684790fabd233a36e1dfba111e434c5ec0ddd7dac6c8",
     "05_cpu_cifar10_hybrid.safetensors": "6f68875251bfd06aaabefe9dc4d0f75f8dbce5fb8e3ebfdf109969ec950240f7",
+    "05_cpu_cifar10_resnet.safetensors": "19bdd9c80701e3e2eefbeacb984b63cd92bf7197cd98b40b76f51ffc129edc06",
 }
 
 
@@ -98,8 +99,17 @@ def history(info: dict) -> History:
     return History(**info["history"])
 
 
+def summary(info: dict) -> str:
+    """A short line for a learner: the model, its data, its test accuracy and epochs."""
+    run, epochs = info["run"], len(info["history"]["train_loss"])
+    line = f"{run['model']} on {info['data']}, {epochs} epochs"
+    if info.get("test_acc") is not None:
+        line += f": {info['test_acc']:.2f}% test accuracy"
+    return line + (" (FAST MODE: not a real result)" if info.get("fast_mode") else "")
+
+
 def describe(info: dict) -> str:
-    """One line: how a weights file was made, from its metadata."""
+    """The whole record of how a weights file was made, from its metadata, on one line."""
     line = (f"trained by `{info['command']}` on {info['machine']}, in "
             f"{info['train_time_s'] / 60:.1f} min ({info['date']}); {info['data']}; stored in {info['dtype']}")
     if info.get("test_acc") is not None:
@@ -152,7 +162,6 @@ def use_grid(out) -> list[dict]:
             "python -m coursekit.weights --train 05")
     for name in NOTEBOOKS["05"]:
         model, info = load(name)
-        print(f"{name}: {describe(info)}")
         path = reproduce.pair_path(out, info["run"]["model"], info["run"]["dataset"])
         save_atomically(model.state_dict(), path.with_suffix(".pt"))
         save_atomically(json.dumps(info["record"], indent=1), path)
@@ -204,51 +213,19 @@ def _made_on(device) -> dict:
     return dict(bench.provenance(), device=f"{torch.device(device).type} ({torch.get_num_threads()} threads)")
 
 
-def train_03(runs, out=None, device="cpu", note: str = "") -> dict[str, str]:
-    """Train notebook 03's models by their runs (kept in ``runs/03``), write their files; ``{file: sha256}``."""
-    hashes = {}
-    for name, (grid, dataset, model) in NOTEBOOKS["03"].items():
-        run, record_path = settings(grid, dataset, model), Path(runs) / "03" / f"{dataset}_{model}.json"
-        record = json.loads(record_path.read_text()) if record_path.exists() else None
-        net = build_run(run)
-        if record and record["run"] == run.as_dict():
-            net.load_state_dict(torch.load(record_path.with_suffix(".pt"), map_location="cpu"))
-        else:
-            train, val, _ = get_loaders(dataset, batch_size=run.batch_size, augment=run.augment,
-                                        seed=run.seed, subset=run.subset)
-            checkpoint = reproduce.checkpoint_path(Path(runs) / "03", run, source_of(train), device)
-            start = time.perf_counter()
-            h = fit(net, train, val, epochs=run.epochs, lr=run.lr, seed=run.seed, precision=run.precision,
-                    label_smoothing=run.label_smoothing, device=device, max_steps=run.max_steps,
-                    checkpoint=checkpoint, resume=True)
-            if h.interrupted:
-                raise KeyboardInterrupt(f"{name} interrupted; its finished epochs are kept in {checkpoint}")
-            train_time = h.resumed_seconds + time.perf_counter() - start
-            record = dict(run=run.as_dict(), history=h.as_dict(), train_time_s=round(train_time, 1),
-                          data=f"{source_of(train)}: {len(train.dataset):,} training / "
-                               f"{len(val.dataset):,} validation images",
-                          date=datetime.date.today().isoformat(), **_made_on(device))
-            save_atomically(net.state_dict(), record_path.with_suffix(".pt"))
-            save_atomically(json.dumps(record, indent=1), record_path)
-            checkpoint.unlink(missing_ok=True)
-        info = run_info(name, run, History(**record["history"]), record["train_time_s"], record["data"],
-                        device, "python -m coursekit.weights --train 03", note)
-        info.update({k: record[k] for k in ("date", "machine", "device", "threads", "torch")})  # as trained
-        path, hashes[path.name] = pack(net.cpu(), info, out)
-    return hashes
-
-
-def train_05(runs, out=None, device="cpu", note: str = "") -> dict[str, str]:
-    """Train notebook 05's CPU grid with ``coursekit.reproduce`` (kept in ``runs/05_cpu``), write its files."""
-    folder, hashes = Path(runs) / "05_cpu", {}
-    for name, (grid, dataset, model) in NOTEBOOKS["05"].items():
+def train(notebook: str, runs, out=None, device="cpu", note: str = "") -> dict[str, str]:
+    """Train one notebook's models by their runs with :func:`coursekit.reproduce.run_pair` (kept in
+    ``runs/<notebook>``: a rerun resumes, finished pairs are kept), write their files; ``{file: sha256}``."""
+    folder, hashes = Path(runs) / ("05_cpu" if notebook == "05" else notebook), {}
+    for name, (grid, dataset, model) in NOTEBOOKS[notebook].items():
         run = settings(grid, dataset, model)
         record = reproduce.run_pair(run, folder, device=device)  # trained, or kept from an earlier call
         pair = reproduce.pair_path(folder, model, dataset)
         net = build_run(run)
         net.load_state_dict(torch.load(pair.with_suffix(".pt"), map_location="cpu"))
         row = record["row"]
-        command = f"python -m coursekit.reproduce --grid {grid} --datasets {dataset} --models {model}"
+        command = f"python -m coursekit.weights --train {notebook}" if notebook == "03" else \
+            f"python -m coursekit.reproduce --grid {grid} --datasets {dataset} --models {model}"
         mtime = datetime.datetime.fromtimestamp(pair.stat().st_mtime, datetime.timezone.utc)
         made = dict(date=record.get("date", mtime.date().isoformat()),  # as trained; older records lack these
                     machine=record.get("machine", "a machine not recorded"), threads=record.get("threads"),
@@ -256,7 +233,8 @@ def train_05(runs, out=None, device="cpu", note: str = "") -> dict[str, str]:
         info = dict(run_info(name, run, History(**record["history"]), row["train_time_s"], row["data"],
                              device, command, note), record=record, device=row["device"], **made)
         path, hashes[path.name] = pack(net, info, out)
-    reproduce.write_results(folder)
+    if notebook == "05":
+        reproduce.write_results(folder)
     return hashes
 
 
@@ -283,8 +261,7 @@ def main(argv=None) -> int:
     hashes = {}
     try:
         for notebook in args.train:
-            train = train_03 if notebook == "03" else train_05
-            hashes.update(train(args.runs, args.out, device, args.note))
+            hashes.update(train(notebook, args.runs, args.out, device, args.note))
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from coursekit import homework
+from coursekit import bench, homework, reproduce, train, viz
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -72,3 +72,34 @@ def test_the_test_set_attack_trains_the_reference_solutions_vit_and_scores_its_s
     assert homework.score_config(config, (28 // config["patch_size"]) ** 2)["credit"] == 1
     assert attack.share(homework.THRESHOLDS["ViT"]) == 1 and attack.share(homework.FLOORS["ViT"]) == 0
     assert attack.share(0.875) == pytest.approx(0.5)
+
+
+def test_the_data_size_sweep_trains_each_fraction_once_and_draws_it(jpeg_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSEKIT_FAST", "1")
+    monkeypatch.setenv("COURSEKIT_DATA", str(jpeg_root))
+    monkeypatch.setattr(train, "choose_precision", lambda *args, **kwargs: "fp32")  # CI seconds, not tested here
+    sweep = load("data_size")
+    results = tmp_path / "points.jsonl"
+    assert sweep.main(["--runs", str(tmp_path / "runs"), "--results", str(results)]) == 0
+    points = bench.read_jsonl(results)
+    trained = {(p["model"], p["fraction"]): p for p in points if p["fast"]}
+    assert set(trained) == {(m, f) for m in ("vit", "resnet", "hybrid") for f in (0.1, 0.3)}
+    for (model, fraction), p in trained.items():  # fractions of fast mode's 128 images, split 90/10
+        assert (p["train_images"], p["val_images"]) == {0.1: (12, 1), 0.3: (34, 4)}[fraction]
+        assert p["data"] == "CIFAR-10 (JPEG copy)" and p["epochs"] == 1 and 0 <= p["test_acc"] <= 100
+    full = {p["model"]: p for p in points if p["fraction"] == 1.0}  # the shipped CPU grid's runs
+    assert {"vit", "hybrid"} <= set(full) and not any(p["fast"] for p in full.values())
+    assert {(p["train_images"], p["test_images"]) for p in full.values()} == {(45_000, 10_000)}
+    assert results.with_suffix(".png").exists()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished pair was trained again")
+
+    monkeypatch.setattr(reproduce, "fit", no_training)  # a rerun reads every pair back
+    assert sweep.main(["--runs", str(tmp_path / "runs"), "--results", str(results)]) == 0
+    assert bench.read_jsonl(results) == points
+    assert sweep.main(["--results", str(sweep.RESULTS)]) == 2  # fast mode never writes the committed file
+
+    (ax,) = viz.plot_data_size(points).axes
+    assert ax.get_xscale() == "log"
+    assert [t.get_text().split()[0] for t in ax.get_legend().get_texts()] == ["vit", "resnet", "hybrid"]

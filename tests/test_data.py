@@ -76,6 +76,15 @@ def test_subset_is_balanced_and_reproducible(fake_root):
     assert other.dataset.indices != train.dataset.indices
 
 
+def test_full_test_scores_every_test_image_of_a_subset_run(fake_root):
+    own = default_transform("mnist")  # the per-image path too
+    for kwargs in ({}, {"transform": own}):
+        train, val, test = get_loaders("mnist", subset=100, root=fake_root, full_test=True, **kwargs)
+        _, _, sampled = get_loaders("mnist", subset=100, root=fake_root, **kwargs)
+        assert (len(train.dataset), len(val.dataset), len(test.dataset), len(sampled.dataset)) == (90, 10, 200, 100)
+        assert [y for _, y in test.dataset] == get_dataset("mnist", False, fake_root).targets.tolist()  # in order
+
+
 def test_balanced_indices_rejects_bad_sizes():
     with pytest.raises(ValueError, match="subset=0"):
         balanced_indices(torch.arange(10) % 2, 0)

@@ -194,9 +194,11 @@ def test_grid_presets_outside_fast_mode(monkeypatch):
                                          "it holds: cifar10 vit, mnist cnn, mnist vit"):
         runs.settings("notebook03", "mnist", "hybrid")
     assert "epochs          20" in str(hybrid) and "stem=((32,), (64,))" in str(hybrid)
-    # the ResNet trains as its column does, at its own sizes
+    # the ResNet at its own sizes and its column's lr: 18 epochs on CIFAR-10, 4 on MNIST like its column
     resnet = runs.settings("cpu", "cifar10", "resnet")
-    assert resnet == dataclasses.replace(cpu, model="resnet", sizes=dict(widths=(16, 32, 64, 128), blocks=(1, 1, 1)))
+    assert resnet == dataclasses.replace(cpu, model="resnet", epochs=18,
+                                         sizes=dict(widths=(16, 32, 64, 128), blocks=(1, 1, 1)))
+    assert runs.settings("cpu", "mnist", "resnet").epochs == 4
     assert reproduce.default_grid("cpu") == "cpu" and reproduce.default_grid("cuda") == "reference"
 
 
