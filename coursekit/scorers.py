@@ -185,7 +185,8 @@ def score_comparison(rows, measured: dict) -> dict:
         return credit(0, [f"results must be a list of dicts, one per model, got {shape_of(rows)}"])
     by_model = {r.get("model"): r for r in rows}
     if set(by_model) != {"ViT", "CNN"}:
-        return credit(0, [f"expected rows for models 'ViT' and 'CNN', got {show(sorted(map(str, by_model)))}"])
+        given = ", ".join(sorted(map(str, by_model))) or "none"
+        return credit(0, [f"expected rows for models 'ViT' and 'CNN', got {show(given)}"])
     numbers_ok = cost_ok = True
     feedback = []
     for name, row in by_model.items():
@@ -280,8 +281,9 @@ def _score_pair(pair, mistakes: torch.Tensor) -> tuple[int, str | None]:
     ok = isinstance(pair, (list, tuple)) and len(pair) == 2
     t, p = (_class_index(x) for x in pair) if ok else (None, None)
     if t is None or p is None:
+        got = show(", ".join(map(str, pair))) if isinstance(pair, (list, tuple)) else show(pair)
         return 0, (f"most_confused must be a pair (true class, predicted class) of names from "
-                   f"CLASSES or indices 0-9, got {show(pair)}")
+                   f"CLASSES or indices 0-9, got {got}")
     if t == p:
         return 0, f"({CLASSES[t]!r}, {CLASSES[p]!r}) is a correct prediction, not a mistake"
     if mistakes[t, p] == mistakes.max():  # any pair tied for the most frequent mistake

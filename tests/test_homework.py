@@ -33,6 +33,11 @@ def by_hand_confusion(predicted, labels, n=10):
     return want
 
 
+def lines(result):
+    """A scorer's feedback, one line per message (the scorers join them with '; ')."""
+    return result["feedback"].split("; ")
+
+
 def test_score_patchify_accepts_independent_right_answers():
     cases = hw.patchify_cases(0)
     unfolded = [F.unfold(x, kernel_size=p, stride=p).transpose(1, 2) for x, p in cases]  # [B, N, C*p*p]
@@ -75,6 +80,62 @@ def test_score_patchify_points_and_feedback():
     assert result["credit"] == 0.5 and "wrong order" in result["feedback"]
     assert sc.score_patchify(cases, ["NotImplementedError: x"] * 3)["credit"] == 0
     assert "expected 3 outputs, got str" in sc.score_patchify(cases, "oops")["feedback"]  # wrong type
+
+
+def test_score_patchify_feedback_names_each_patch_size_and_what_went_wrong():
+    cases = hw.patchify_cases(0)
+    right = [patchify(x, p) for x, p in cases]
+    assert lines(sc.score_patchify(cases, right)) == ["shapes and values right for patch sizes [7, 4, 14]"]
+    swapped = sc.score_patchify(cases, [r.transpose(1, 2) for r in right])  # every size is reported, with a hint
+    hint = " (axes swapped? the patches come second, their pixels last)"
+    assert lines(swapped) == ["patch_size=7: expected shape [3, 16, 49], got [3, 49, 16]" + hint,
+                              "patch_size=4: expected shape [3, 49, 16], got [3, 16, 49]" + hint,
+                              "patch_size=14: expected shape [3, 4, 196], got [3, 196, 4]" + hint]
+    cut = sc.score_patchify(cases, [right[0][..., :-1], right[1].tolist(), right[2]])  # no hint for other shapes
+    assert cut["credit"] == 0
+    assert lines(cut) == ["patch_size=7: expected shape [3, 16, 49], got [3, 16, 48]",
+                          "patch_size=4: expected shape [3, 49, 16], got list"]
+    raised = sc.score_patchify(cases, [right[0], "NotImplementedError: x", right[2]])
+    assert raised["credit"] == 0
+    assert lines(raised) == ["patchify(images [3, 1, 28, 28], 4) raised 'NotImplementedError: x'"]
+    for shifted in ([r + 1 for r in right], [r - 1 for r in right]):  # one past the last pixel value, one below 0
+        result = sc.score_patchify(cases, shifted)
+        assert result["credit"] == 0.5
+        assert lines(result) == ["shapes right (half the points)"] + [
+            f"patch_size={p}: shape right, values wrong: values changed: patchify only moves pixels, "
+            "it must not compute new values" for p in (7, 4, 14)]
+    reordered = sc.score_patchify(cases, [right[0].flip(1)] + right[1:])
+    assert reordered["credit"] == 0.5 and lines(reordered) == [
+        "shapes right (half the points)", "patch_size=7: shape right, values wrong: patches are in the wrong "
+        "order or mix pixels of different patches (go row by row)"]
+    columns = [x.reshape(3, 1, 28 // p, p, 28 // p, p).permute(0, 2, 4, 5, 3, 1).reshape(r.shape)
+               for (x, p), r in zip(cases, right)]
+    assert lines(sc.score_patchify(cases, columns[:1] + right[1:]))[1] == (
+        "patch_size=7: shape right, values wrong: each patch has the right pixels in the wrong order "
+        "(flatten each patch row by row)")
+
+
+def test_score_patchify_wants_one_output_per_case_in_a_list():
+    cases = hw.patchify_cases(0)
+    right = [patchify(x, p) for x, p in cases]
+    for wrong, got in ((right[:2], "list"), (tuple(right), "tuple"), ("oops", "str")):
+        result = sc.score_patchify(cases, wrong)
+        assert result == {"credit": 0, "feedback": f"expected 3 outputs, got {got}"}
+
+
+def test_patchify_cases_depend_on_the_seed_only_and_number_every_pixel():
+    torch.manual_seed(1)
+    first = hw.patchify_cases(5)
+    torch.manual_seed(2)
+    state = torch.get_rng_state()
+    again = hw.patchify_cases(5)
+    assert torch.equal(torch.get_rng_state(), state)  # the learner's random state is left alone
+    assert [p for _, p in first] == [p for _, p in again] == [7, 4, 14]
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(first, again))
+    assert not torch.equal(first[0][0], hw.patchify_cases(6)[0][0])
+    for images, _ in first:
+        assert images.shape == (3, 1, 28, 28)
+        assert torch.equal(images.flatten().sort().values, torch.arange(3 * 28 * 28).float())
 
 
 def test_score_config():
@@ -153,6 +214,27 @@ def test_score_data():
     assert "indices must lie" in sc.score_data(good - 100, targets, 4)["feedback"]
 
 
+def test_score_data_gives_nothing_for_a_wrong_answer_and_says_what_is_wrong():
+    targets = torch.arange(100) % 10  # image i is of class i % 10
+    good = torch.stack([torch.nonzero(targets == c).flatten()[:4] for c in range(10)])
+    assert lines(sc.score_data(good, targets, 4)) == ["all 10 rows hold images of their class"]
+    mixed = good.clone()
+    mixed[0, 1], mixed[0, 2] = 3, 5  # a Dress, then a Sandal, among the T-shirts: the first is named
+    assert sc.score_data(mixed, targets, 4) == {"credit": 0, "feedback": (
+        "row 0 should hold only 'T-shirt/top' (0) but holds 'Dress' (3): select by dataset.targets == c")}
+    one = good.clone()
+    one[2, 3] = 17  # a single Sneaker among the pullovers
+    assert sc.score_data(one, targets, 4)["feedback"].startswith(
+        "row 2 should hold only 'Pullover' (2) but holds 'Sneaker' (7)")
+    assert sc.score_data(good.tolist(), targets, 4) == {
+        "credit": 0, "feedback": "expected an integer tensor of shape [10, 4], got list"}
+    assert sc.score_data(good[:, :3], targets, 4)["feedback"] == \
+        "expected shape [10, 4] (classes x examples), got [10, 3]"
+    assert sc.score_data(good - 100, targets, 4)["credit"] == 0
+    assert sc.score_data(good[:, :1].repeat(1, 4), targets, 4)["feedback"] == \
+        "a row repeats an image: pick k different images per class"
+
+
 def test_score_training_at_the_real_thresholds():
     targets, floors = hw.THRESHOLDS, hw.FLOORS
 
@@ -172,6 +254,36 @@ def test_score_training_at_the_real_thresholds():
     assert score(0.10, 0.91)["credit"] == 0.5 and score(0.90, 0.10)["credit"] == 0.5
     points = hw.POINTS["training"]
     assert hw.result("training", score(0.875, 0.91))["points"] == pytest.approx(0.75 * points)
+
+
+def test_score_training_shares_and_lines_per_model():
+    targets, floors = hw.THRESHOLDS, hw.FLOORS  # ViT 0.85 -> 0.90, CNN 0.88 -> 0.91
+    above = sc.score_training({"ViT": {"acc": 0.95}, "CNN": {"acc": 0.88}}, [], targets, floors)
+    assert above["credit"] == 0.5  # beyond its target a model earns its own share, not the other's
+    at = sc.score_training({"ViT": {"acc": 0.90}, "CNN": {"acc": 0.91}}, [], targets, floors)
+    assert lines(at) == ["ViT test accuracy 0.9000 >= 0.90", "CNN test accuracy 0.9100 >= 0.91"]
+    only_cnn = sc.score_training({"CNN": {"acc": 0.91}}, ["vit: NameError"], targets, floors)
+    assert only_cnn["credit"] == 0.5  # a missing ViT does not stop the CNN from being scored
+    assert lines(only_cnn) == ["vit: NameError", "CNN test accuracy 0.9100 >= 0.91"]
+    # the grader's measurements: an honest model (lower on the test images) gets no warning
+    honest = {"ViT": {"acc": 0.9093, "n": 6000, "test_acc": 0.9051, "test_n": 10_000}}
+    assert lines(sc.score_training(honest, [], {"ViT": 0.90}, {"ViT": 0.85})) == ["ViT test accuracy 0.9051 >= 0.90"]
+    attack = {"ViT": {"acc": 0.8627, "n": 6000, "test_acc": 0.9008, "test_n": 10_000}}
+    warned = sc.score_training(attack, [], {"ViT": 0.90}, {"ViT": 0.85})["feedback"]
+    # 0.8627 + 2 * sqrt(p (1 - p) (1/10000 + 1/6000)), p = (0.9008 + 0.8627) / 2: 0.87325
+    assert warned.startswith("ViT scores 0.9008 on the test images but 0.8627 on held-out training images like them: "
+                             "counted as 0.8732 (at most 2 standard errors above; was it trained on the test images?); "
+                             "ViT test accuracy 0.8732 < 0.90: 46% of its share")
+
+
+def test_credited_accuracy_in_closed_form():
+    # p = 0.9, margin = 2 * sqrt(0.9 * 0.1 * (1/100 + 1/100)) = 0.0848528...
+    assert sc.credited_accuracy(0.95, 100, 0.85, 100) == pytest.approx(0.9348528137423857, abs=1e-12)
+    assert sc.credited_accuracy(0.85, 100, 0.95, 100) == 0.85  # below the held-out accuracy: as it is
+    # p = 0.5, margin = 2 * sqrt(0.25 * (1/4 + 1/4)) = 0.7071...
+    assert sc.credited_accuracy(1.0, 4, 0.0, 4) == pytest.approx(0.7071067811865476, abs=1e-12)
+    # with one image on either side the margin is 2 * sqrt(0.25 * (1 + 1/4)) = 1.118: nothing is capped
+    assert sc.credited_accuracy(1.0, 1, 0.0, 4) == 1.0 and sc.credited_accuracy(1.0, 4, 0.0, 1) == 1.0
 
 
 def test_fast_mode_lowers_the_training_targets(monkeypatch):
@@ -216,6 +328,46 @@ def test_score_comparison_mutants():
     assert missing["credit"] == 0 and "CNN: no trained model" in missing["feedback"]
 
 
+def test_score_comparison_edges_and_what_its_feedback_shows():
+    assert lines(sc.score_comparison(ROWS, MEASURED)) == [
+        "parameters, accuracies and costs are consistent with the models"]
+    assert sc.score_comparison([1, 2], MEASURED) == {
+        "credit": 0, "feedback": "results must be a list of dicts, one per model, got list"}
+    assert sc.score_comparison("a table", MEASURED)["credit"] == 0
+    wrong_models = sc.score_comparison([ROWS[0], dict(ROWS[1], model="RNN")], MEASURED)
+    assert lines(wrong_models) == ["expected rows for models 'ViT' and 'CNN', got 'RNN, ViT'"]
+    assert lines(sc.score_comparison([], MEASURED)) == ["expected rows for models 'ViT' and 'CNN', got 'none'"]
+    inflated = sc.score_comparison([dict(ROWS[0], test_acc=0.99), ROWS[1]], MEASURED)
+    assert lines(inflated) == ["ViT: test_acc=0.9900, but the model scores 0.9000 on the test set"]  # no "consistent"
+    copied = sc.score_comparison([dict(ROWS[0], params=200), ROWS[1]], MEASURED)
+    assert lines(copied) == ["ViT: params=200, but the model has 100"]
+    for ms in (10_000, -1):  # ten seconds an image is no measurement of these models either
+        slow = sc.score_comparison([dict(ROWS[0], ms_per_image=ms), ROWS[1]], MEASURED)
+        assert slow["credit"] == 0.5
+        assert lines(slow) == [f"ViT: ms_per_image={ms} should be a positive time in milliseconds"]
+    assert sc.score_comparison([dict(ROWS[0], ms_per_image=9_999.0), ROWS[1]], MEASURED)["credit"] == 1
+    for acc in (1.5, "0.9", None):
+        result = sc.score_comparison([dict(ROWS[0], test_acc=acc), ROWS[1]], MEASURED)
+        assert result["credit"] == 0.5
+        assert lines(result) == [f"ViT: test_acc={feedback.show(acc)} should be a fraction in [0, 1]"]
+    for edge in (0.0, 1):  # both ends of [0, 1] are accuracies
+        measured = dict(MEASURED, ViT=dict(MEASURED["ViT"], acc=float(edge)))
+        assert sc.score_comparison([dict(ROWS[0], test_acc=edge), ROWS[1]], measured)["credit"] == 1
+    # exactly ACC_TOLERANCE (0.005) off is accepted, a little more is not
+    measured = dict(MEASURED, ViT=dict(MEASURED["ViT"], acc=0.01))
+    assert sc.score_comparison([dict(ROWS[0], test_acc=0.005), ROWS[1]], measured)["credit"] == 1
+    assert sc.score_comparison([dict(ROWS[0], test_acc=0.0049), ROWS[1]], measured)["credit"] == 0.5
+    # the operation count may be 1% off either way (100 M counted), not more
+    measured = dict(MEASURED, ViT=dict(MEASURED["ViT"], mflops=100.0))
+    for mflops in (101.0, 99.0):
+        assert sc.score_comparison([dict(ROWS[0], mflops_per_image=mflops), ROWS[1]], measured)["credit"] == 1
+    off = sc.score_comparison([dict(ROWS[0], mflops_per_image=101.5), ROWS[1]], measured)
+    assert off["credit"] == 0.5 and lines(off) == ["ViT: mflops_per_image=101.5 is not the operation count of one "
+                                                   "image's forward pass (FlopCounterMode, batch 1, in millions)"]
+    no_vit = sc.score_comparison([ROWS[0], dict(ROWS[1], params=7)], {"CNN": MEASURED["CNN"]})
+    assert lines(no_vit) == ["ViT: no trained model to compare with", "CNN: params=7, but the model has 200"]
+
+
 def test_score_cost_at_its_tolerances():  # the grader's count: no time, so no load, moves it
     full, half = sc.COST_TOLERANCES
     assert sc.score_cost(4.0, 4.0)["credit"] == 1
@@ -228,6 +380,18 @@ def test_score_cost_at_its_tolerances():  # the grader's count: no time, so no l
     for wrong in (0, -3.0, float("nan"), float("inf"), "4", True, None, [4.0]):
         result = sc.score_cost(wrong, 4.0)
         assert result["credit"] == 0 and "positive number" in result["feedback"], wrong
+
+
+def test_score_cost_feedback_says_which_way_without_the_count():
+    assert lines(sc.score_cost(4.0, 4.0)) == ["cost_ratio=4.00 is within a factor 1.05 of the grader's count"]
+    assert sc.score_cost(4.4, 4.0)["feedback"] == (
+        "cost_ratio=4.40 is too high: more than a factor 1.05 off the grader's count, within 1.25 (half the points); "
+        "count with FlopCounterMode")  # one line with a '; ' inside
+    assert lines(sc.score_cost(3.6, 4.0))[0].startswith("cost_ratio=3.60 is too low: more than a factor 1.05 off")
+    assert lines(sc.score_cost(1.0, 4.0)) == ["cost_ratio=1.00 is too low by more than a factor 1.25: count the "
+                                              "operations of each configuration with FlopCounterMode"]
+    assert lines(sc.score_cost(10.0, 4.0))[0].startswith("cost_ratio=10.00 is too high by more than a factor 1.25")
+    assert lines(sc.score_cost("4", 4.0)) == ["cost_ratio must be a positive number (a ratio of two counts), got '4'"]
 
 
 class FixedPredictions(nn.Module):
@@ -288,13 +452,18 @@ def test_score_confusion_totals_checks_what_the_notebook_can():
     assert sc.score_confusion(halves, (0, 6), matrix)["credit"] == 0.5  # the pair is right
 
 
-def test_score_confusion_needs_the_matrix_and_the_most_frequent_mistake():
+def three_shirts_two_dresses() -> torch.Tensor:
+    """The confusion matrix of 20 test images per class: three T-shirts taken for shirts (the most
+    frequent mistake) and two trousers taken for dresses."""
     labels = torch.arange(10).repeat_interleave(20)
     predicted = labels.clone()
-    predicted[:3] = 6  # three T-shirts taken for shirts: the most frequent mistake
-    predicted[20:22] = 3  # two trousers taken for dresses
-    want = by_hand_confusion(predicted, labels)
-    shirt = ("T-shirt/top", "Shirt")
+    predicted[:3] = 6
+    predicted[20:22] = 3
+    return by_hand_confusion(predicted, labels)
+
+
+def test_score_confusion_needs_the_matrix_and_the_most_frequent_mistake():
+    want, shirt = three_shirts_two_dresses(), ("T-shirt/top", "Shirt")
     assert sc.score_confusion(want, shirt, want)["credit"] == 1
     assert sc.score_confusion(want.clone(), (0, 6), want)["credit"] == 1  # indices work too
     second = sc.score_confusion(want, ("Trouser", "Dress"), want)  # a real mistake, not the most frequent
@@ -312,6 +481,47 @@ def test_score_confusion_needs_the_matrix_and_the_most_frequent_mistake():
     assert "got list" in sc.score_confusion(want.tolist(), shirt, want)["feedback"]
     assert sc.score_confusion(want, "Shirt", want)["credit"] == 0.5
     assert sc.score_confusion("NameError: confusion", ("Coat", "Bag"), want)["credit"] == 0
+
+
+def test_score_confusion_feedback_and_what_counts_as_a_pair():
+    want, shirt = three_shirts_two_dresses(), ("T-shirt/top", "Shirt")
+    assert lines(sc.score_confusion(want, shirt, want)) == ["the matrix and the most frequent mistake are right"]
+    assert lines(sc.score_confusion(want.T, shirt, want)) == [
+        "rows and columns are swapped: a row is the true class, a column the prediction"]
+    assert lines(sc.score_confusion(want, ("Trouser", "Dress"), want)) == [
+        "your ViT takes a Trouser for a Dress 2 times: another mistake is more frequent"]
+    assert lines(sc.score_confusion(want[:, :9], shirt, want)) == ["expected a [10, 10] tensor of counts, got [10, 9]"]
+    assert sc.score_confusion(want.to(torch.complex64), shirt, want)["credit"] == 0.5  # not counts
+    not_a_pair = "most_confused must be a pair (true class, predicted class) of names from CLASSES or indices 0-9, got "
+    assert lines(sc.score_confusion(want, "Shirt", want)) == [not_a_pair + "'Shirt'"]
+    for pair in (None, 6, {"T-shirt/top": 0, "Shirt": 6}, (10, 0), (0, -1)):  # 10 and -1 are no class indices
+        result = sc.score_confusion(want, pair, want)
+        assert result["credit"] == 0.5 and lines(result)[0].startswith(not_a_pair), pair
+    assert lines(sc.score_confusion(want, ("Coat", "Bag", "Shirt"), want)) == [not_a_pair + "'Coat, Bag, Shirt'"]
+    assert lines(sc.score_confusion(want, (10, 0), want)) == [not_a_pair + "'10, 0'"]
+
+
+def test_a_vit_without_mistakes_earns_the_pair_with_any_mistake():
+    labels = torch.arange(10).repeat_interleave(20)
+    perfect = by_hand_confusion(labels, labels)  # every mistake is tied at 0 times
+    assert sc.score_confusion(perfect, ("Bag", "Coat"), perfect)["credit"] == 1
+    per_class = torch.full((10,), 20)
+    assert sc.score_confusion_totals(perfect, ("Bag", "Coat"), per_class, 200)["credit"] == 1
+
+
+def test_score_confusion_totals_feedback():
+    labels = torch.arange(10).repeat_interleave(20)
+    predicted = labels.clone()
+    predicted[:3] = 6
+    matrix = by_hand_confusion(predicted, labels)
+    per_class, correct = torch.full((10,), 20), 197
+    right = sc.score_confusion_totals(matrix, (0, 6), per_class, correct)
+    assert lines(right) == ["the matrix's totals and its largest mistake agree"]
+    wrong_pair = sc.score_confusion_totals(matrix, ("Trouser", "Dress"), per_class, correct)
+    assert wrong_pair["credit"] == 0.5
+    assert lines(wrong_pair) == ["your ViT takes a Trouser for a Dress 0 times: another mistake is more frequent"]
+    assert sc.score_confusion_totals(matrix.tolist(), (0, 6), per_class, correct) == {
+        "credit": 0, "feedback": "expected a [10, 10] tensor of counts, got list"}
 
 
 def vit_flops(config, side=28, channels=1, classes=10):
@@ -375,6 +585,49 @@ def test_score_attention_needs_a_misclassified_image_and_its_maps(tiny_vit_and_i
     assert sc.score_attention("3", None, vit, test_set)["credit"] == 0
     assert sc.score_attention(99, None, vit, test_set)["credit"] == 0
     assert sc.score_attention(3, None, None, test_set)["credit"] == 0
+
+
+def test_score_attention_feedback_and_its_edges(tiny_vit_and_images):
+    from coursekit.maps import attention_maps
+
+    vit, images, predicted = tiny_vit_and_images
+    labels = predicted.clone()
+    labels[0] = (predicted[0] + 1) % 10  # image 0, the first index, is the only one the ViT gets wrong
+    test_set = list(zip(images, labels.tolist()))
+    maps = attention_maps(vit, images[:1])
+    right = sc.score_attention(0, maps, vit, test_set)
+    assert right["credit"] == 1
+    assert lines(right) == [f"image 0: a {sc.CLASSES[int(labels[0])]} taken for a {sc.CLASSES[int(predicted[0])]}"]
+    assert sc.score_attention(0, maps.double() + 5e-5, vit, test_set)["credit"] == 1  # float64, rounding: fine
+    other = sc.score_attention(0, maps + 1e-3, vit, test_set)
+    assert lines(other) == ["the attention does not belong to this image and model: use attention_maps(vit, image)"]
+    correct = sc.score_attention(5, attention_maps(vit, images[5:6]), vit, test_set)
+    assert lines(correct) == [f"test image 5 is classified correctly ({sc.CLASSES[int(labels[5])]}): "
+                              "pick a misclassified one"]
+    for index in (40, -1, "3"):  # one past the last image, before the first, not an int
+        result = sc.score_attention(index, maps, vit, test_set)
+        assert result == {"credit": 0, "feedback": f"miss_index={feedback.show(index)} must be an int index "
+                                                   "into the test set (0 to 39)"}
+    assert sc.score_attention(0, maps, None, test_set) == {"credit": 0, "feedback": "no trained ViT to check against"}
+
+
+def test_score_attention_runs_the_vit_on_its_own_device(monkeypatch):
+    class ElsewhereModel(nn.Module):
+        """Weights on another device (meta stands in for a GPU); it notes where its input lives."""
+
+        def __init__(self):
+            super().__init__()
+            self.weight, self.devices = nn.Parameter(torch.zeros(1, device="meta")), []
+
+        def forward(self, images):
+            self.devices.append(images.device.type)
+            return F.one_hot(torch.tensor([2]), 10).float()  # predicts class 2
+
+    maps = torch.rand(1, 1, 1, 2, 2)
+    monkeypatch.setattr(sc, "attention_maps", lambda model, images: maps)
+    model = ElsewhereModel()
+    assert sc.score_attention(0, maps, model, [(torch.zeros(1, 28, 28), 3)])["credit"] == 1
+    assert model.devices == ["meta"]
 
 
 def test_registry_is_complete_and_points_are_stated_in_the_notebook():
