@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -61,7 +62,11 @@ def mutate(module: str, tests: list[str], workdir: Path) -> dict:
     with open(workdir / "pyproject.toml", "a") as f:
         f.write(CONFIG.format(module=module, tests=json.dumps(tests)))
     start = time.perf_counter()
-    run = subprocess.run(["mutmut", "run", "--max-children", "1"], cwd=workdir, capture_output=True, text=True)
+    # the mutants' tests keep their decoded-data cache in the copy: a mutant of tensordata must not
+    # write a wrong cache where the course and its tests read it
+    env = dict(os.environ, COURSEKIT_CACHE=str(workdir / "cache"))
+    run = subprocess.run(["mutmut", "run", "--max-children", "1"], cwd=workdir, capture_output=True, text=True,
+                         env=env)
     seconds = time.perf_counter() - start
     meta = workdir / "mutants" / "coursekit" / f"{module}.py.meta"
     if not meta.exists():
