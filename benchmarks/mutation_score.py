@@ -45,6 +45,9 @@ only_mutate = ["coursekit/{module}.py"]
 also_copy = ["notebooks", "benchmarks", "weights", "imgs", "docs", "scripts", "README.md", "conftest.py"]
 pytest_add_cli_args_test_selection = {tests}
 pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]
+# torch is not fork-safe once it has run: mutants forked from a process that ran the tests sometimes
+# spun until their CPU limit (reported as timeouts, counted as killed); a fork server has not run them
+process_isolation = "forkserver"
 """
 
 

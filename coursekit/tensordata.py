@@ -140,6 +140,20 @@ def fingerprint(files) -> str:
     return digest.hexdigest()[:16]
 
 
+def _read_cache(path: Path):
+    """A cache file's ``(images, targets)``; ``None`` when there is none or it does not load as one
+    (cut short, another format, or not plain tensors: ``weights_only`` never runs code from it)."""
+    if not path.exists():
+        return None
+    try:
+        cached = torch.load(path, weights_only=True)
+        return cached["images"], cached["targets"]
+    except Exception as error:  # whatever is wrong with it, decoding again gives the right tensors
+        warnings.warn(f"{path} is not a readable cache ({type(error).__name__}); decoding its source again",
+                      stacklevel=3)
+        return None
+
+
 def load_split(name: str, train: bool = True, root=None, download: bool = True,
                cache: bool = True) -> TensorSplit:
     """One split as a :class:`TensorSplit`, from the cache when its source is unchanged.
@@ -149,7 +163,8 @@ def load_split(name: str, train: bool = True, root=None, download: bool = True,
 
     The first call decodes the source (:func:`coursekit.sources.get_dataset`) and writes
     ``cache_dir()/<name>-<split>-<fingerprint>.pt`` atomically; later calls load that file. A cache
-    folder that cannot be written only costs the decoding next time (a warning says so).
+    folder that cannot be written only costs the decoding next time, and a cache file that does not
+    load is decoded again (a warning says so in both cases).
     """
     dataset = get_dataset(name, train, root, download)
     source, classes = source_of(dataset), getattr(dataset, "classes", ())
@@ -160,9 +175,9 @@ def load_split(name: str, train: bool = True, root=None, download: bool = True,
     split = "train" if train else "test"
     key = fingerprint(source_files(name, dataset, data_root(root)))
     path = cache_dir() / f"{name}-{split}-{key}.pt"
-    if path.exists():
-        cached = torch.load(path, weights_only=True)
-        images, targets = cached["images"], cached["targets"]
+    cached = _read_cache(path)
+    if cached is not None:
+        images, targets = cached
     else:
         images, targets = _decode(dataset)
         try:

@@ -83,8 +83,12 @@ def make_mnist_like(root: Path, folder: str = "MNIST", n_train: int = 600, n_tes
 
 
 @pytest.fixture
-def fake_root(tmp_path):
-    """A data folder with a generated MNIST and Fashion-MNIST (600 train / 200 test images each)."""
+def fake_root(tmp_path, monkeypatch):
+    """A data folder with a generated MNIST and Fashion-MNIST (600 train / 200 test images each).
+
+    Its decoded caches go to a private folder: in the user's cache they would replace the real MNIST's
+    (a new source's cache removes the older one of the same name)."""
+    monkeypatch.setenv("COURSEKIT_CACHE", str(tmp_path / "cache"))
     make_mnist_like(tmp_path, "MNIST")
     make_mnist_like(tmp_path, "FashionMNIST", seed=1)
     return tmp_path

@@ -1,17 +1,21 @@
 """The JPEG copy of CIFAR-10, the decoded-tensor cache, and whole-batch augmentation."""
 
 import os
+import pickle
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from conftest import CIFAR10_CLASSES as CLASSES, brightness
+from conftest import CIFAR10_CLASSES as CLASSES, brightness, make_mnist_like
 from PIL import Image
+from torchvision.transforms import Normalize
 
 from coursekit import tensordata
 from coursekit.data import get_loaders
-from coursekit.sources import JPEG_COPY, get_dataset, source_of
-from coursekit.tensordata import augment_batch, load_split
+from coursekit.sources import JPEG_COPY, dataset_info, get_dataset, source_of
+from coursekit.tensordata import TensorLoader, TensorSplit, augment_batch, load_split, normalize
 
 
 def test_the_jpeg_copy_is_read_in_official_label_order(jpeg_root):
@@ -89,3 +93,155 @@ def test_a_stand_in_is_never_cached_and_keeps_its_label(tmp_path, monkeypatch):
         train, _, _ = get_loaders("cifar100", subset=200, root=tmp_path / "empty", download=False)
     assert source_of(train) == "GENERATED STAND-IN, not cifar100"
     assert not (tmp_path / "cache").exists()
+
+
+def test_each_layout_decodes_to_images_n_c_h_w_and_long_labels():
+    rng = np.random.default_rng(0)
+    hwc = rng.integers(0, 256, (5, 6, 4, 3), dtype=np.uint8)  # torchvision's CIFAR: [N, H, W, C]
+    labels = np.array([3, 1, 4, 1, 5], dtype=np.uint8)
+    images, targets = tensordata._decode(SimpleNamespace(data=hwc, targets=labels))
+    assert torch.equal(images, torch.from_numpy(hwc).permute(0, 3, 1, 2)) and images.is_contiguous()
+    assert targets.dtype == torch.long and targets.tolist() == [3, 1, 4, 1, 5]
+    gray = torch.randint(0, 256, (5, 6, 4), dtype=torch.uint8)  # MNIST: [N, H, W]
+    assert torch.equal(tensordata._decode(SimpleNamespace(data=gray, targets=labels))[0], gray.unsqueeze(1))
+    nchw = torch.randint(0, 256, (5, 3, 6, 4), dtype=torch.uint8)  # the generated stand-in: [N, C, H, W]
+    assert torch.equal(tensordata._decode(SimpleNamespace(data=nchw, targets=labels))[0], nchw)
+
+
+def test_a_colour_image_is_normalized_per_channel_as_torchvision_does(jpeg_root):
+    split = load_split("cifar10", train=False, root=jpeg_root, download=False)
+    info = dataset_info("cifar10")
+    expected = Normalize(info.mean, info.std)(split.images[7].float() / 255)
+    image, label = split[7]
+    assert torch.allclose(image, expected, atol=1e-6) and label == 3
+    batch, labels = next(iter(TensorLoader(split, batch_size=4)))
+    assert torch.allclose(batch[3], Normalize(info.mean, info.std)(split.images[3].float() / 255), atol=1e-6)
+
+
+def test_every_path_keeps_the_name_source_and_class_names(jpeg_root, tmp_path, monkeypatch):
+    cached = load_split("cifar10", train=False, root=jpeg_root, download=False)
+    again = load_split("cifar10", train=False, root=jpeg_root, download=False)  # read from the cache
+    uncached = load_split("cifar10", train=False, root=jpeg_root, download=False, cache=False)
+    for split in (cached, again, uncached):
+        assert (split.name, split.source, split.classes) == ("cifar10", JPEG_COPY, list(CLASSES))
+        assert torch.equal(split.images, cached.images) and torch.equal(split.targets, cached.targets)
+    assert [p.name.split("-")[:2] for p in (jpeg_root.parent / "cache").iterdir()] == [["cifar10", "test"]]
+    monkeypatch.setenv("COURSEKIT_FAST", "1")
+    with pytest.warns(UserWarning, match="GENERATED STAND-IN"):
+        stand_in = load_split("cifar100", root=tmp_path / "empty", download=False)
+    assert stand_in.stand_in and stand_in.classes == [f"class {c}" for c in range(100)]
+
+
+def test_uncached_decoding_writes_nothing(jpeg_root):
+    load_split("cifar10", root=jpeg_root, download=False, cache=False)
+    assert not (jpeg_root.parent / "cache").exists()
+
+
+def test_load_split_passes_its_arguments_to_the_dataset(fake_root, monkeypatch):
+    calls = []
+    real = tensordata.get_dataset
+    monkeypatch.setattr(tensordata, "get_dataset", lambda *a: calls.append(a) or real(*a))
+    load_split("mnist", train=False, root=fake_root)
+    load_split("mnist", root=fake_root, download=False)
+    assert calls == [("mnist", False, fake_root, True), ("mnist", True, fake_root, False)]
+
+
+def test_a_changed_idx_file_is_decoded_again(fake_root, monkeypatch):
+    monkeypatch.setenv("COURSEKIT_DATA", str(fake_root / "elsewhere"))  # the argument decides, not this
+    first = load_split("mnist", train=False, root=fake_root, download=False)
+    make_mnist_like(fake_root, "MNIST", seed=5)  # other pixels in the same files
+    changed = fake_root / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+    os.utime(changed, ns=(1, 1))
+    second = load_split("mnist", train=False, root=fake_root, download=False)
+    assert not torch.equal(first.images, second.images)
+
+
+def test_a_cache_that_does_not_load_is_decoded_again_and_never_run(jpeg_root, tmp_path):
+    good = load_split("cifar10", train=False, root=jpeg_root, download=False)
+    (path,) = (jpeg_root.parent / "cache").iterdir()
+    ran = tmp_path / "ran"
+    path.write_bytes(pickle.dumps(Evil(str(ran)), protocol=2))  # a file that would run code if unpickled freely
+    with pytest.warns(UserWarning, match="not a readable cache") as caught:
+        split = load_split("cifar10", train=False, root=jpeg_root, download=False)
+    assert caught[0].filename == __file__  # the warning points at the caller's line
+    assert not ran.exists() and torch.equal(split.images, good.images)
+    assert torch.equal(torch.load(path, weights_only=True)["images"], good.images)  # written afresh
+
+
+class Evil:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_an_unwritable_cache_folder_costs_only_a_warning(jpeg_root, tmp_path, monkeypatch):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("COURSEKIT_CACHE", str(blocked))
+    with pytest.warns(UserWarning, match="could not write the decoded cifar10 cache") as caught:
+        split = load_split("cifar10", train=False, root=jpeg_root, download=False)
+    assert "set COURSEKIT_CACHE to a folder you can write" in str(caught[0].message)
+    assert caught[0].filename == __file__ and len(split) == 20
+
+
+def test_batch_size_must_be_at_least_one(jpeg_root):
+    split = load_split("cifar10", train=False, root=jpeg_root, download=False)
+    assert [len(labels) for _, labels in TensorLoader(split, batch_size=1)] == [1] * 20
+    assert len(TensorLoader(split)) == 1 and len(TensorLoader(split, batch_size=6)) == 4
+    with pytest.raises(ValueError, match="batch_size=0 must be at least 1"):
+        TensorLoader(split, batch_size=0)
+
+
+def plain(split: TensorSplit) -> torch.Tensor:
+    return normalize(split.images, split.mean, split.std)
+
+
+@pytest.mark.parametrize("options", [dict(shuffle=True), dict(pad=2), dict(flip=True)])
+def test_an_epoch_draws_one_number_from_torchs_generator(jpeg_root, options):
+    """The order and augmentation of an epoch come from one seed drawn from torch's global generator:
+    the draws a model makes (initialization, dropout) do not depend on the data's size."""
+    split = load_split("cifar10", train=False, root=jpeg_root, download=False)
+    loader = TensorLoader(split, batch_size=8, **options)
+    torch.manual_seed(0)
+    epoch = torch.cat([images for images, _ in loader])
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    torch.randint(2**62, ())
+    assert torch.equal(after, torch.rand(3))
+    assert not torch.equal(epoch, plain(split))  # each option changes something
+    torch.manual_seed(0)
+    assert torch.equal(epoch, torch.cat([images for images, _ in loader]))  # and repeats exactly
+
+
+def test_each_augmentation_does_its_own_part(jpeg_root):
+    split = load_split("cifar10", train=False, root=jpeg_root, download=False)
+    torch.manual_seed(1)
+    cropped = torch.cat([images for images, _ in TensorLoader(split, batch_size=8, pad=2)])
+    flipped = torch.cat([images for images, _ in TensorLoader(split, batch_size=8, flip=True)])
+    original = plain(split)
+    assert not all(torch.equal(a, b) or torch.equal(a, b.flip(-1)) for a, b in zip(cropped, original))
+    assert all(torch.equal(a, b) or torch.equal(a, b.flip(-1)) for a, b in zip(flipped, original))
+    assert not torch.equal(flipped, original)
+
+
+def test_shuffled_epochs_differ_and_seeds_are_drawn_from_a_wide_range(jpeg_root):
+    split = load_split("cifar10", root=jpeg_root, download=False)
+    loader = TensorLoader(split, batch_size=40, shuffle=True)
+    orders = set()
+    for seed in range(60):
+        torch.manual_seed(seed)
+        (_, labels), = loader
+        orders.add(tuple(labels.tolist()))
+    assert sorted(next(iter(orders))) == sorted(split.targets.tolist())
+    assert len(orders) == 60  # a seed drawn from a small range would repeat orders within 60 epochs
+
+
+def test_crops_reach_every_offset_from_zero_to_twice_the_padding():
+    images = torch.arange(25, dtype=torch.uint8).view(1, 1, 5, 5).repeat(400, 1, 1, 1)
+    crops = augment_batch(images, pad=1, generator=torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(images[0], (1, 1, 1, 1))
+    offsets = {(dy, dx) for crop in crops for dy in range(3) for dx in range(3)
+               if torch.equal(crop, padded[:, dy:dy + 5, dx:dx + 5])}
+    assert offsets == {(dy, dx) for dy in range(3) for dx in range(3)}
