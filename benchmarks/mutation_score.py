@@ -76,10 +76,11 @@ def mutate(module: str, tests: list[str], workdir: Path) -> dict:
         raise RuntimeError(f"mutmut made no results for {module}:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
     codes = json.loads(meta.read_text())["exit_code_by_key"]
     killed = [k for k, c in codes.items() if c not in (0, None)]  # a failing test, a crash or a timeout
+    timeouts = [k for k in killed if abs(codes[k]) in (24, 152)]  # SIGXCPU: its CPU limit, see mutmut's stats.py
     survived = sorted(k for k, c in codes.items() if c == 0)
     diffs = {k: subprocess.run(["mutmut", "show", k], cwd=workdir, capture_output=True, text=True).stdout
              for k in survived}
-    return dict(module=module, mutants=len(codes), killed=len(killed), seconds=round(seconds),
+    return dict(module=module, mutants=len(codes), killed=len(killed), timeouts=len(timeouts), seconds=round(seconds),
                 not_run=sorted(k for k, c in codes.items() if c is None), survivors=diffs)
 
 
@@ -99,8 +100,9 @@ def main(argv=None) -> int:
         share = result["killed"] / max(result["mutants"], 1)
         verdict = "meets" if share >= aim else "BELOW"
         missed += [module] if share < aim else []
-        lines.append(f"## {module}: {result['killed']}/{result['mutants']} killed ({share:.1%}), aim {aim:.0%}: "
-                     f"{verdict} ({result['seconds']} s; tests: {', '.join(tests)})")
+        lines.append(f"## {module}: {result['killed']}/{result['mutants']} killed ({share:.1%}; "
+                     f"{result['timeouts']} of them by timeout), aim {aim:.0%}: {verdict} "
+                     f"({result['seconds']} s; tests: {', '.join(tests)})")
         for key, diff in result["survivors"].items():
             lines.append(f"\nsurvived: {key}\n```diff\n{diff.strip()}\n```")
         print("\n".join(lines[-1 - len(result["survivors"]):]), flush=True)
