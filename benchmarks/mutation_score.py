@@ -34,7 +34,7 @@ AIMS = {
                 0.90),
     "feedback": (["tests/test_homework.py"], 0.90),
     "vitconfig": (["tests/test_homework.py"], 0.90),
-    "maps": (["tests/test_viz.py", "tests/test_faithfulness.py"], 0.80),
+    "maps": (["tests/test_maps.py", "tests/test_viz.py", "tests/test_faithfulness.py"], 0.80),
     "tensordata": (["tests/test_tensordata.py", "tests/test_data.py"], 0.80),
     "train": (["tests/test_train.py"], 0.80),
 }
@@ -75,6 +75,8 @@ def mutate(module: str, tests: list[str], workdir: Path) -> dict:
     if not meta.exists():
         raise RuntimeError(f"mutmut made no results for {module}:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
     codes = json.loads(meta.read_text())["exit_code_by_key"]
+    if all(c is None for c in codes.values()):  # e.g. a test failed on the unchanged code, so nothing ran
+        raise RuntimeError(f"mutmut ran no mutant of {module}:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
     killed = [k for k, c in codes.items() if c not in (0, None)]  # a failing test, a crash or a timeout
     timeouts = [k for k in killed if abs(codes[k]) in (24, 152)]  # SIGXCPU: its CPU limit, see mutmut's stats.py
     survived = sorted(k for k, c in codes.items() if c == 0)
