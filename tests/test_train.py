@@ -228,3 +228,127 @@ def test_auto_precision_remembers_only_in_the_dict_it_is_given(monkeypatch):
     history = fit(model, loader, epochs=1, device="cpu", progress=False, precision="auto",
                   measured=measured)
     assert history.precision == "fp32" and len(timed) == 6
+
+
+def test_the_bf16_choice_needs_a_ten_percent_faster_step(monkeypatch):
+    model, images = toy_model(), torch.randn(4, 8)
+    for fp32, bf16, choice in [(1.0, 0.95, "fp32"), (1.0, 0.9, "fp32"), (1.0, 0.89, "bf16"), (2.0, 1.7, "bf16")]:
+        monkeypatch.setattr(train, "step_seconds", lambda m, x, p, steps=3: {"fp32": fp32, "bf16": bf16}[p])
+        assert train.choose_precision(model, images, "cpu") == choice, (fp32, bf16)
+
+
+def test_a_gpu_asks_cuda_and_other_devices_keep_fp32(monkeypatch):
+    model, images = toy_model(), torch.randn(4, 8)
+    for supported, choice in [(True, "bf16"), (False, "fp32")]:
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: supported)
+        assert train.choose_precision(model, images, "cuda") == choice
+    assert train.choose_precision(model, images, "meta") == "fp32"
+
+
+def test_each_model_shape_is_measured_once_under_its_own_key(monkeypatch):
+    monkeypatch.setattr(train, "step_seconds", lambda m, x, p, steps=3: {"fp32": 1.0, "bf16": 2.0}[p])
+    measured = {}
+    train.choose_precision(toy_model(), torch.randn(4, 8), "cpu", measured)
+    train.choose_precision(nn.Linear(8, 2), torch.randn(4, 8), "cpu", measured)
+    assert sorted(measured) == [("Linear", 18, (4, 8), torch.get_num_threads()),
+                                ("Sequential", 178, (4, 8), torch.get_num_threads())]
+
+
+class Recording(nn.Module):
+    """A linear layer that notes the dtype its output had in every forward pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear, self.dtypes = nn.Linear(8, 2), []
+
+    def forward(self, x):
+        out = self.linear(x)
+        self.dtypes.append(out.dtype)
+        return out
+
+
+@pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_step_seconds_times_the_median_of_its_steps_after_one_warm_up(monkeypatch, precision, dtype):
+    clock = iter([0, 0, 1, 1, 3, 3, 6, 6, 10])  # the warm-up's start, then steps of 1, 2, 3 and 4 s
+    monkeypatch.setattr(train.time, "perf_counter", lambda: next(clock))
+    model = Recording()
+    before = model.linear.weight.detach().clone()
+    assert train.step_seconds(model, torch.randn(4, 8), precision, steps=4) == 3
+    assert model.dtypes == [dtype] * 5  # the warm-up and four timed steps, each in the precision asked
+    assert 0 < (model.linear.weight - before).abs().max() < 1e-5  # a tiny step: the weights barely move
+
+
+def test_an_epochs_training_loss_is_the_mean_of_its_steps():
+    x, labels = torch.randn(64, 8), torch.arange(64) % 2
+    loader = DataLoader(TensorDataset(x, labels), batch_size=16)
+    model = nn.Linear(8, 2)
+    h = fit(model, loader, epochs=1, lr=0.0, weight_decay=0.0, progress=False)  # lr 0: nothing changes
+    assert h.train_loss[0] == pytest.approx(evaluate(model, loader)["loss"], rel=1e-6)
+
+
+def test_the_rng_state_of_a_gpu_run_holds_its_gpus_generator(monkeypatch):
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: asked.append(device) or torch.tensor([7]))
+    cuda = torch.device("cuda", 0)
+    state = train._rng_state(cuda)
+    assert asked == [cuda] and torch.equal(state["cuda"], torch.tensor([7]))
+    assert torch.equal(state["cpu"], torch.get_rng_state())
+    assert train._rng_state(torch.device("cpu"))["cuda"] is None and asked == [cuda]
+
+
+def test_resuming_a_gpu_run_restores_its_gpus_generator(tmp_path, monkeypatch, capsys):
+    ckpt, common = tmp_path / "run.pt", dict(epochs=2, lr=1e-2, seed=1, progress=False)
+    train_loader, val = toy_loaders()
+    fit(toy_model(), InterruptAt(train_loader, epoch=2, batch=1), val, checkpoint=ckpt, **common)
+    saved = torch.load(ckpt, weights_only=True)
+    saved["rng"]["cuda"] = torch.tensor([7], dtype=torch.uint8)
+    torch.save(saved, ckpt)
+    restored = []
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append((state, device)))
+    model = toy_model()
+    optimizer = torch.optim.AdamW(model.parameters())
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-2, total_steps=24, pct_start=0.15)
+    cuda = torch.device("cuda", 0)
+    train._resume(ckpt, saved["plan"], model, optimizer, schedule, cuda)
+    assert len(restored) == 1 and torch.equal(restored[0][0], torch.tensor([7], dtype=torch.uint8))
+    assert restored[0][1] == cuda
+    assert f"resuming from {ckpt}: 1 of 2 epochs done" in capsys.readouterr().out
+
+
+def test_a_refused_checkpoint_names_both_plans(tmp_path):
+    ckpt, common = tmp_path / "run.pt", dict(lr=1e-2, seed=1, progress=False)
+    train_loader, val = toy_loaders()
+    fit(toy_model(), train_loader, val, checkpoint=ckpt, epochs=1, **common)
+    with pytest.raises(ValueError, match=r"other settings \(\{'epochs': 1, .*now \{'epochs': 2, "):
+        fit(toy_model(), train_loader, val, checkpoint=ckpt, resume=True, epochs=2, **common)
+
+
+def test_a_finished_run_whose_first_epoch_was_best_resumes_with_those_weights(tmp_path):
+    ckpt, common = tmp_path / "run.pt", dict(epochs=2, lr=1e-2, seed=1, progress=False)
+    train_loader, val = toy_loaders()
+    fit(toy_model(), train_loader, val, checkpoint=ckpt, **common)
+    saved = torch.load(ckpt, weights_only=True)
+    saved["history"]["best_epoch"] = 0
+    saved["model"] = toy_model(seed=9).state_dict()  # weights unlike the last epoch's
+    torch.save(saved, ckpt)
+    model = toy_model()
+    fit(model, train_loader, val, checkpoint=ckpt, resume=True, **common)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, saved["model"][name])
+
+
+class RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_a_checkpoint_never_runs_code(tmp_path):
+    ckpt = tmp_path / "run.pt"
+    torch.save({"plan": RunsCode(tmp_path / "ran")}, ckpt)
+    train_loader, val = toy_loaders()
+    with pytest.raises(Exception, match="[Ww]eights only load failed|Unsupported global"):
+        fit(toy_model(), train_loader, val, checkpoint=ckpt, resume=True, epochs=1, progress=False)
+    assert not (tmp_path / "ran").exists()
