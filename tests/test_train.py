@@ -276,6 +276,9 @@ def test_step_seconds_times_the_median_of_its_steps_after_one_warm_up(monkeypatc
     assert train.step_seconds(model, torch.randn(4, 8), precision, steps=4) == 3
     assert model.dtypes == [dtype] * 5  # the warm-up and four timed steps, each in the precision asked
     assert 0 < (model.linear.weight - before).abs().max() < 1e-5  # a tiny step: the weights barely move
+    clock = iter(range(100))
+    train.step_seconds(model, torch.randn(4, 8), precision)
+    assert len(model.dtypes) == 5 + 4  # three timed steps by default, after the warm-up
 
 
 def test_an_epochs_training_loss_is_the_mean_of_its_steps():
@@ -352,3 +355,59 @@ def test_a_checkpoint_never_runs_code(tmp_path):
     with pytest.raises(Exception, match="[Ww]eights only load failed|Unsupported global"):
         fit(toy_model(), train_loader, val, checkpoint=ckpt, resume=True, epochs=1, progress=False)
     assert not (tmp_path / "ran").exists()
+
+
+def test_the_checkpoint_records_the_plan_a_resume_must_match(tmp_path):
+    train_loader, _ = toy_loaders()  # 12 batches
+    fit(toy_model(), train_loader, checkpoint=tmp_path / "a.pt", progress=False)  # every default
+    fit(toy_model(), train_loader, checkpoint=tmp_path / "b.pt", epochs=2, lr=0.5, seed=3, max_steps=5,
+        weight_decay=0.1, label_smoothing=0.2, precision="bf16", progress=False)
+    assert torch.load(tmp_path / "a.pt")["plan"] == dict(epochs=5, steps=12, lr=1e-3, weight_decay=0.05, seed=0,
+                                                         label_smoothing=0.0, precision="fp32")
+    assert torch.load(tmp_path / "b.pt")["plan"] == dict(epochs=2, steps=5, lr=0.5, weight_decay=0.1, seed=3,
+                                                         label_smoothing=0.2, precision="bf16")
+
+
+def test_a_checkpoint_is_only_resumed_when_asked(tmp_path):
+    ckpt, train_loader = tmp_path / "run.pt", toy_loaders()[0]
+    first = fit(toy_model(), train_loader, epochs=2, checkpoint=ckpt, progress=False)
+    again = fit(toy_model(), train_loader, epochs=2, checkpoint=ckpt, progress=False)
+    assert again.resumed_epochs == 0 and again.train_loss == first.train_loss  # trained afresh
+
+
+def test_a_capped_epoch_reports_the_mean_loss_of_its_steps():
+    x, labels = torch.randn(64, 8), torch.arange(64) % 2
+    loader = DataLoader(TensorDataset(x, labels), batch_size=16)  # 4 batches, 3 of them trained
+    model = nn.Linear(8, 2)
+    h = fit(model, loader, epochs=1, lr=0.0, weight_decay=0.0, max_steps=3, progress=False)
+    first_three = DataLoader(TensorDataset(x[:48], labels[:48]), batch_size=16)
+    assert h.train_loss[0] == pytest.approx(evaluate(model, first_three)["loss"], rel=1e-6)
+
+
+def test_weight_decay_reaches_the_optimizer():
+    train_loader, val = toy_loaders()
+    weights = []
+    for decay in (0.0, 0.5):
+        model = toy_model()
+        fit(model, train_loader, epochs=1, lr=1e-2, weight_decay=decay, progress=False)
+        weights.append(model[0].weight.detach().clone())
+    assert weights[1].norm() < weights[0].norm()
+
+
+def test_bf16_training_runs_its_steps_under_autocast():
+    model = Recording()
+    loader = [(torch.randn(4, 8), torch.tensor([0, 1, 0, 1]))] * 2
+    fit(model, loader, loader, epochs=1, precision="bf16", progress=False)
+    assert model.dtypes == [torch.bfloat16] * 4  # two training steps, then two validation batches
+
+
+def test_the_progress_bar_shows_the_epoch_and_its_running_loss(capsys):
+    train_loader, _ = toy_loaders()
+    h = fit(toy_model(), train_loader, epochs=2, lr=1e-2)  # the bar is on by default
+    shown = capsys.readouterr().err.split("\r")[-1]
+    assert "training: 100%" in shown and f"epoch=2, loss={h.train_loss[-1]:.3f}" in shown, shown
+
+
+def test_an_empty_training_loader_is_named():
+    with pytest.raises(ValueError, match="^the training loader is empty: nothing to train on$"):
+        fit(toy_model(), [], epochs=1, progress=False)
