@@ -84,7 +84,7 @@ def mutate(module: str, tests: list[str], workdir: Path) -> dict:
     survived = sorted(k for k, c in codes.items() if c == 0)
     diffs = {k: subprocess.run(["mutmut", "show", k], cwd=workdir, capture_output=True, text=True).stdout
              for k in survived}
-    return dict(module=module, mutants=len(codes), killed=len(killed), timeouts=len(timeouts), seconds=round(seconds),
+    return dict(module=module, mutants=len(codes), killed=len(killed), timeouts=timeouts, seconds=round(seconds),
                 not_run=sorted(k for k, c in codes.items() if c is None), survivors=diffs)
 
 
@@ -105,8 +105,10 @@ def main(argv=None) -> int:
         verdict = "meets" if share >= aim else "BELOW"
         missed += [module] if share < aim else []
         lines.append(f"## {module}: {result['killed']}/{result['mutants']} killed ({share:.1%}; "
-                     f"{result['timeouts']} of them by timeout), aim {aim:.0%}: {verdict} "
+                     f"{len(result['timeouts'])} of them by timeout), aim {aim:.0%}: {verdict} "
                      f"({result['seconds']} s; tests: {', '.join(tests)})")
+        if result["timeouts"]:  # a mutant that loops, or one that only ran slowly: `mutmut show` tells
+            lines[-1] += "\n\ntimed out: " + ", ".join(result["timeouts"])
         for key, diff in result["survivors"].items():
             lines.append(f"\nsurvived: {key}\n```diff\n{diff.strip()}\n```")
         print("\n".join(lines[-1 - len(result["survivors"]):]), flush=True)

@@ -411,3 +411,44 @@ def test_the_progress_bar_shows_the_epoch_and_its_running_loss(capsys):
 def test_an_empty_training_loader_is_named():
     with pytest.raises(ValueError, match="^the training loader is empty: nothing to train on$"):
         fit(toy_model(), [], epochs=1, progress=False)
+
+
+def test_the_first_epoch_reaching_the_best_accuracy_is_kept_with_its_own_weights():
+    train_loader, _ = toy_loaders()
+    g = torch.Generator().manual_seed(1)
+    labels = torch.arange(64) % 2
+    easy = DataLoader(TensorDataset(torch.randn(64, 8, generator=g) + 10 * (2 * labels[:, None] - 1), labels),
+                      batch_size=32)  # far apart: every epoch scores 100%
+    whole = toy_model()
+    h = fit(whole, train_loader, easy, epochs=3, lr=1e-2, progress=False)
+    assert h.val_acc == [1.0, 1.0, 1.0] and h.best_epoch == 0
+    assert h.val_loss[0] == pytest.approx(evaluate(whole, easy)["loss"], rel=1e-6)
+    first = toy_model()  # the same run stopped after its first epoch holds that epoch's weights
+    fit(first, InterruptAt(train_loader, epoch=2, batch=0), easy, epochs=3, lr=1e-2, progress=False)
+    for a, b in zip(whole.state_dict().values(), first.state_dict().values()):
+        assert torch.equal(a, b)
+    assert all(0 < t < 600 for t in h.epoch_time)
+
+
+def test_ctrl_c_says_what_it_kept(capsys):
+    train_loader, val = toy_loaders()
+    fit(toy_model(), InterruptAt(train_loader, epoch=3, batch=0), val, epochs=3, progress=False)
+    assert "Interrupted after 2 finished epoch(s); keeping what was learned so far." in capsys.readouterr().out
+
+
+def test_a_resumed_run_keeps_the_interrupted_runs_precision(tmp_path):
+    ckpt, loader = tmp_path / "run.pt", [(torch.randn(4, 8), torch.tensor([0, 1, 0, 1]))] * 2
+    fit(Recording(), InterruptAt(loader, epoch=2, batch=0), epochs=2, precision="bf16", checkpoint=ckpt,
+        progress=False)
+    resumed = Recording()
+    fit(resumed, loader, epochs=2, precision="bf16", checkpoint=ckpt, resume=True, progress=False)
+    assert resumed.dtypes == [torch.bfloat16] * 2
+
+
+def test_no_bar_is_drawn_when_progress_is_off_and_validation_shows_on_it(capsys):
+    train_loader, val = toy_loaders()
+    fit(toy_model(), train_loader, val, epochs=1, progress=False)
+    assert capsys.readouterr().err == ""
+    h = fit(toy_model(), train_loader, val, epochs=2)
+    shown = capsys.readouterr().err.split("\r")[-1]
+    assert f"epoch=2, val_acc={h.val_acc[-1]:.4f}" in shown, shown
