@@ -14,14 +14,36 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from coursekit.config import data_root
+from coursekit.models import build_model
 from coursekit.sources import dataset_info
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_FIX = ("set COURSEKIT_DATA to the course's data folder (README, 'Data, offline machines and fast "
             "mode'; on the course's machines: export COURSEKIT_DATA=../shared/data)")
+
+
+# transformers small enough for a test to build and run in a fraction of a second
+SMALL = dict(dim=32, depth=2, heads=4, dim_head=8, mlp_dim=64)
+
+
+def small(kind: str, **overrides):
+    """The course's model ``kind`` for MNIST, a transformer at SMALL's sizes, seeded (the CNN as it is)."""
+    torch.manual_seed(0)
+    return build_model(kind, "mnist", **{**({} if kind == "cnn" else SMALL), **overrides})
+
+
+class RunsCode:
+    """Pickles to ``os.mkdir(marker)``: a file that would run code if it were unpickled freely."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
 
 
 def stop_for_missing_data(what: str) -> None:

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import SMALL
 from matplotlib.figure import Figure
 from torch import nn
 
@@ -16,8 +17,6 @@ from coursekit.faithfulness import (deletion_curve, explanations, insertion_curv
 from coursekit.maps import (attention_maps, layer_similarity, mean_attention_distance, patch_embedding_components,
                             sink_share)
 from coursekit.models import build_model
-
-SMALL = dict(dim=32, depth=2, heads=4, dim_head=8, mlp_dim=64)
 
 
 class OnePatch(nn.Module):

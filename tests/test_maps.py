@@ -3,18 +3,11 @@ ViT, rollout's discarding works layer by layer, and the summary numbers against 
 
 import pytest
 import torch
+from conftest import small
 from torch import nn
 from vit_pytorch.vit import ViT
 
 from coursekit import maps
-from coursekit.models import build_model
-
-SMALL = dict(dim=32, depth=2, heads=4, dim_head=8, mlp_dim=64)
-
-
-def small(kind):
-    torch.manual_seed(0)
-    return build_model(kind, "mnist", **({} if kind == "cnn" else SMALL))
 
 
 def softmax_maps(B=2, L=2, H=3, T=5, seed=0):

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import CIFAR10_CLASSES as CLASSES, brightness, make_mnist_like
+from conftest import CIFAR10_CLASSES as CLASSES, RunsCode, brightness, make_mnist_like
 from PIL import Image
 from torchvision.transforms import Normalize
 
@@ -160,7 +160,7 @@ def test_a_cache_that_does_not_load_is_decoded_again_and_never_run(jpeg_root, tm
     good = load_split("cifar10", train=False, root=jpeg_root, download=False)
     (path,) = (jpeg_root.parent / "cache").iterdir()
     ran = tmp_path / "ran"
-    path.write_bytes(pickle.dumps(Evil(str(ran)), protocol=2))  # a file that would run code if unpickled freely
+    path.write_bytes(pickle.dumps(RunsCode(ran), protocol=2))  # a file that would run code if unpickled freely
     with pytest.warns(UserWarning, match=r"not a readable cache \(UnpicklingError\)") as caught:
         split = load_split("cifar10", train=False, root=jpeg_root, download=False)
     assert outside_coursekit(caught[0].filename)  # the warning points at the caller's line
@@ -171,14 +171,6 @@ def test_a_cache_that_does_not_load_is_decoded_again_and_never_run(jpeg_root, tm
 def outside_coursekit(filename: str) -> bool:
     """A warning's file is the caller's, not coursekit's own (a mutation tool may add a frame between)."""
     return Path(tensordata.__file__).parent not in Path(filename).parents
-
-
-class Evil:
-    def __init__(self, marker: str):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (Path(self.marker),))
 
 
 def test_an_unwritable_cache_folder_costs_only_a_warning(jpeg_root, tmp_path, monkeypatch):

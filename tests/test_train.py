@@ -3,6 +3,7 @@ import os
 
 import pytest
 import torch
+from conftest import RunsCode
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -338,14 +339,6 @@ def test_a_finished_run_whose_first_epoch_was_best_resumes_with_those_weights(tm
     fit(model, train_loader, val, checkpoint=ckpt, resume=True, **common)
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, saved["model"][name])
-
-
-class RunsCode:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.mkdir, (str(self.marker),))
 
 
 def test_a_checkpoint_never_runs_code(tmp_path):

@@ -6,20 +6,13 @@ import os
 
 import pytest
 import torch
+from conftest import small
 from matplotlib.figure import Figure
 from torch.nn.modules import module as torch_module
 
 from coursekit import viz
 from coursekit.explorer import AttentionExplorer
 from coursekit.maps import attention_maps, attention_rollout, cls_map, gradient_rollout, position_similarity, token_map
-from coursekit.models import build_model
-
-SMALL = dict(dim=32, depth=2, heads=4, dim_head=8, mlp_dim=64)
-
-
-def small(kind, **overrides):
-    torch.manual_seed(0)
-    return build_model(kind, "mnist", **{**SMALL, **overrides})
 
 
 @pytest.fixture
@@ -100,7 +93,7 @@ def test_bad_input_gives_clear_errors():
     with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
         attention_maps(small("vit"), torch.randn(1, 28, 28))
     with pytest.raises(ValueError, match="no vit-pytorch attention"):
-        attention_maps(build_model("cnn", "mnist"), torch.randn(1, 1, 28, 28))
+        attention_maps(small("cnn"), torch.randn(1, 1, 28, 28))
     with pytest.raises(ValueError, match="layers, heads"):
         attention_rollout(torch.rand(2, 3, 5, 5))
 
